@@ -1,0 +1,57 @@
+# How GPT Works: one command to learn, one to test. Needs only Python >= 3.10 and make.
+#   make lab     set everything up, then open JupyterLab on lessons/
+#   make test    set everything up, then run ruff and the whole test suite
+# Both are idempotent: set-up reruns only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+# Pinned: an unpinned `torch` can pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.gptcore-installed
+
+# Tests and CI read Tiny Shakespeare from ../shared/data when it exists (never the network).
+ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
+export GPTCORE_DATA_DIR ?= $(abspath ../shared/data)
+endif
+
+.PHONY: setup lab test lint lessons check-lessons grade bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "Python >= 3.10 is needed; run: make PYTHON=python3.11 ..."; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[course,dev]"
+	@# Fetch the corpus now so the lessons also work offline later (skipped quietly if offline).
+	-@$(BIN)/gptcore data tinyshakespeare >/dev/null 2>&1 || \
+	  echo "note: Tiny Shakespeare not fetched (offline?); the lessons will fetch it on first use"
+	@touch $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.root_dir=lessons
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+# Instructor: regenerate lessons/ from solutions/ (via a temporary directory).
+lessons: setup
+	$(BIN)/gptcore release
+
+check-lessons: setup
+	$(BIN)/gptcore release --check
+
+# Learner: make grade LESSON=01_tokenization
+grade: setup
+	$(BIN)/gptcore grade lessons/$(LESSON)
+
+bench: setup
+	$(BIN)/python benchmarks/bench_tokenizer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

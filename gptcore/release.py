@@ -1,0 +1,74 @@
+"""Regenerate ``lessons/`` from ``solutions/`` with nbgrader.
+
+``gptcore release`` runs ``generate_assignment`` in a temporary course
+directory and, only when every lesson succeeded, swaps each result into
+``lessons/``. ``gptcore release --check`` regenerates and compares without
+writing: CI uses it to fail when someone edited a lesson by hand or forgot to
+regenerate.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from .course import Course, check_success, copy_lesson_source, nbgrader_api
+
+__all__ = ["diff_release", "generate", "release"]
+
+
+def generate(course: Course, lessons: Sequence[str] | None, out: Path) -> list[str]:
+    """Generate the release of ``lessons`` (default: all) into ``out/<lesson>``."""
+    names = list(lessons) if lessons else course.lesson_names()
+    if not names:
+        raise ValueError(f"no lessons found in {course.solutions}")
+    with nbgrader_api() as (api, course_dir):
+        for name in names:
+            copy_lesson_source(course, name, course_dir)
+            check_success(api.generate_assignment(name, force=True), f"generate_assignment {name}")
+            shutil.copytree(course_dir / "release" / name, out / name)
+    return names
+
+
+def _tree_diff(a: Path, b: Path) -> list[str]:
+    """Relative paths that differ between two folders (missing on either side included)."""
+
+    def files(root: Path) -> set[str]:
+        return (
+            {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+            if root.is_dir()
+            else set()
+        )
+
+    fa, fb = files(a), files(b)
+    out = sorted(fa ^ fb)
+    out += sorted(f for f in fa & fb if not filecmp.cmp(a / f, b / f, shallow=False))
+    return out
+
+
+def diff_release(
+    course: Course, lessons: Sequence[str] | None, scratch: Path
+) -> dict[str, list[str]]:
+    """Per lesson, the files of ``lessons/`` that differ from a fresh release."""
+    names = generate(course, lessons, scratch)
+    return {n: d for n in names if (d := _tree_diff(scratch / n, course.lessons / n))}
+
+
+def release(course: Course, lessons: Sequence[str] | None = None) -> list[str]:
+    """Regenerate ``lessons/<lesson>`` for each lesson; nothing is written on failure."""
+    import tempfile
+
+    course.lessons.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=course.lessons, prefix=".release-") as tmp:
+        staged = Path(tmp)
+        names = generate(course, lessons, staged)
+        for name in names:
+            target = course.lessons / name
+            old = staged / (name + ".old")
+            if target.exists():
+                os.replace(target, old)  # same filesystem: rename, never a partial copy
+            os.replace(staged / name, target)
+    return names
