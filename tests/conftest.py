@@ -34,7 +34,11 @@ def shakespeare() -> str:
 def _cell(kind: str, source: str, **nbgrader):
     import nbformat
 
-    cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+    cell = (
+        nbformat.v4.new_code_cell(source)
+        if kind == "code"
+        else nbformat.v4.new_markdown_cell(source)
+    )
     if nbgrader:
         cell.metadata["nbgrader"] = {"schema_version": 3, "task": False, **nbgrader}
     return cell
@@ -45,7 +49,9 @@ def solution_cell(source: str, grade_id: str):
 
 
 def test_cell(source: str, grade_id: str, points: int):
-    return _cell("code", source, grade=True, grade_id=grade_id, locked=True, points=points, solution=False)
+    return _cell(
+        "code", source, grade=True, grade_id=grade_id, locked=True, points=points, solution=False
+    )
 
 
 test_cell.__test__ = False  # a helper, not a pytest test
@@ -53,14 +59,22 @@ test_cell.__test__ = False  # a helper, not a pytest test
 
 DEMO_CELLS = [
     ("md", "# Demo lesson"),
-    ("sol", "def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION", "add"),
+    (
+        "sol",
+        "def add(a, b):\n    ### BEGIN SOLUTION\n    return a + b\n    ### END SOLUTION",
+        "add",
+    ),
     (
         "test",
         "assert add(1, 2) == 3\n### BEGIN HIDDEN TESTS\nassert add(-1, 1) == 0, 'negatives'\n### END HIDDEN TESTS",
         "add_test",
         2,
     ),
-    ("sol", "def mul(a, b):\n    ### BEGIN SOLUTION\n    return a * b\n    ### END SOLUTION", "mul"),
+    (
+        "sol",
+        "def mul(a, b):\n    ### BEGIN SOLUTION\n    return a * b\n    ### END SOLUTION",
+        "mul",
+    ),
     ("test", "assert mul(2, 3) == 6", "mul_test", 3),
 ]
 
@@ -69,7 +83,11 @@ def write_notebook(path: Path, cells) -> Path:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     for spec in cells:
         if spec[0] == "md":
             nb.cells.append(_cell("markdown", spec[1]))

@@ -83,11 +83,15 @@ def test_solution_full_marks_and_blank_lesson_zero(demo_course):
 
 def test_partial_credit_and_hidden_tests(demo_course, tmp_path):
     # add only passes the visible test: a - b gives 3 for (1, 2)? no: use abs.
-    sub = _submission(demo_course, tmp_path, {"add": "def add(a, b):\n    return abs(a) + abs(b)", "mul": MUL})
+    sub = _submission(
+        demo_course, tmp_path, {"add": "def add(a, b):\n    return abs(a) + abs(b)", "mul": MUL}
+    )
     report = grade_notebook(sub, course=demo_course)
     scores = {q.grade_id: q.points for q in report.questions}
     assert scores == {"add_test": 0, "mul_test": 3}
-    assert "negatives" in report.questions[0].reason, "the hidden test's message reaches the learner"
+    assert "negatives" in report.questions[0].reason, (
+        "the hidden test's message reaches the learner"
+    )
 
 
 def test_grading_writes_nothing_into_the_course(demo_course, tmp_path):
@@ -119,7 +123,9 @@ def test_wrong_nbformat_is_reported(demo_course, tmp_path):
 
 
 def test_infinite_loop_is_reported_within_the_timeout(demo_course, tmp_path):
-    sub = _submission(demo_course, tmp_path, {"add": "def add(a, b):\n    while True:\n        pass", "mul": MUL})
+    sub = _submission(
+        demo_course, tmp_path, {"add": "def add(a, b):\n    while True:\n        pass", "mul": MUL}
+    )
     report = grade_notebook(sub, course=demo_course, cell_timeout=5)
     scores = {q.grade_id: q for q in report.questions}
     assert scores["add_test"].points == 0 and "CellTimeoutError" in scores["add_test"].reason
@@ -151,7 +157,11 @@ def test_cli_grades_without_an_activated_venv(demo_course):
     env["PATH"] = "/usr/bin:/bin"
     out = subprocess.run(
         [str(exe), "grade", str(demo_course.lessons / "00_demo"), "--json"],
-        capture_output=True, text=True, env=env, cwd=demo_course.root, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=demo_course.root,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -161,7 +171,9 @@ def test_cli_grades_without_an_activated_venv(demo_course):
 def test_cli_user_errors_are_one_line(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "gptcore.cli", "grade", str(tmp_path / "missing")],
-        capture_output=True, text=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
     )
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "does not exist" in out.stderr

@@ -1,0 +1,115 @@
+"""Every lesson, released and graded end to end, as learners and instructors use it.
+
+- lessons/ is exactly a fresh nbgrader release of solutions/;
+- notebooks are committed without outputs;
+- each solution earns full marks, each blank lesson earns 0 (NotImplementedError);
+- one exercise done earns that exercise's points only;
+- an answer that passes the visible tests but not the hidden ones loses points.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from gptcore.course import Course
+from gptcore.grade import format_report, grade_notebook
+from gptcore.release import diff_release
+
+from .conftest import ROOT
+from .lesson_fixtures import WRONG_VISIBLE_ONLY
+
+LESSONS = Course(ROOT).lesson_names()
+
+
+def _meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def _tests_after_solutions(nb) -> dict[str, str]:
+    """solution grade id -> the test cell that follows it (its grader)."""
+    out, pending = {}, None
+    for cell in nb.cells:
+        meta = _meta(cell)
+        if meta.get("solution") and not meta.get("grade"):
+            pending = meta["grade_id"]
+        elif meta.get("grade") and pending:
+            out[pending], pending = meta["grade_id"], None
+    return out
+
+
+def _submission(course, lesson, tmp_path, done: set[str], override: dict[str, str] | None = None):
+    """The released lesson with the solutions of ``done`` filled in from solutions/."""
+    name = f"{lesson}.ipynb"
+    source = nbformat.read(course.solutions / lesson / name, as_version=4)
+    answers = {_meta(c)["grade_id"]: c.source for c in source.cells if _meta(c).get("solution")}
+    answers.update(override or {})
+    nb = nbformat.read(course.lessons / lesson / name, as_version=4)
+    for cell in nb.cells:
+        gid = _meta(cell).get("grade_id")
+        if gid in done or gid in (override or {}):
+            cell.source = answers[gid]
+    path = tmp_path / lesson / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_there_are_lessons():
+    assert "01_tokenization" in LESSONS
+
+
+def test_lessons_match_a_fresh_release(course, tmp_path):
+    assert diff_release(course, None, tmp_path) == {}, "run `gptcore release` (make lessons)"
+
+
+@pytest.mark.parametrize("folder", ["solutions", "lessons"])
+def test_notebooks_are_committed_without_outputs(folder):
+    for path in sorted((ROOT / folder).glob("*/*.ipynb")):
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [] and cell["execution_count"] is None, path
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_solution_earns_full_marks(course, lesson):
+    report = grade_notebook(course.solutions / lesson, course=course)
+    assert report.status == "graded", report.message
+    assert report.max_total >= 10, "each lesson is worth about 10-20 points"
+    assert report.total == report.max_total, format_report(report)
+    assert not report.warnings
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_blank_lesson_earns_zero(course, lesson):
+    report = grade_notebook(course.lessons / lesson, course=course)
+    assert report.status == "graded" and report.total == 0, format_report(report)
+    for q in report.questions:
+        assert "NotImplementedError" in q.reason, (q.grade_id, q.reason)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_one_exercise_right_earns_only_its_points(course, lesson, tmp_path):
+    source = nbformat.read(course.solutions / lesson / f"{lesson}.ipynb", as_version=4)
+    first, its_test = next(iter(_tests_after_solutions(source).items()))
+    report = grade_notebook(_submission(course, lesson, tmp_path, {first}), course=course)
+    got = {q.grade_id: q.points for q in report.questions}
+    want = {q.grade_id: (q.max_points if q.grade_id == its_test else 0) for q in report.questions}
+    assert got == want, format_report(report)
+
+
+@pytest.mark.parametrize("lesson", sorted(WRONG_VISIBLE_ONLY))
+def test_visible_tests_alone_do_not_earn_full_marks(course, lesson, tmp_path):
+    source = nbformat.read(course.solutions / lesson / f"{lesson}.ipynb", as_version=4)
+    graders = _tests_after_solutions(source)
+    all_ids = set(graders)
+    for wrong_id, wrong_source in WRONG_VISIBLE_ONLY[lesson].items():
+        sub = _submission(course, lesson, tmp_path / wrong_id, all_ids, {wrong_id: wrong_source})
+        # test_checks_* shows the visible checks pass it; here the hidden ones must catch it.
+        report = grade_notebook(sub, course=course)
+        lost = {q.grade_id for q in report.questions if q.points < q.max_points}
+        assert lost == {graders[wrong_id]}, format_report(report)
+        assert report.total < report.max_total
