@@ -34,7 +34,15 @@ import torch
 
 from .data import train_val_split
 
-__all__ = ["NGramModel", "ngram_baselines"]
+__all__ = [
+    "NGramModel",
+    "count_ngrams",
+    "nll",
+    "ngram_baselines",
+    "perplexity",
+    "sample_next",
+    "smoothed_probs",
+]
 
 Smoothing = Literal["add_k", "backoff", "interpolate"]
 
@@ -52,6 +60,53 @@ def _as_ids(tokens: Iterable[int] | torch.Tensor, vocab_size: int, what: str) ->
                 "was the text encoded with another tokenizer?"
             )
     return ids
+
+
+# ------------------------------------------------------------ building blocks
+def count_ngrams(tokens: Sequence[int], n: int) -> Counter[tuple[int, ...]]:
+    """How often each run of ``n`` consecutive tokens occurs: {(t0, ..., t{n-1}): count}.
+
+    >>> count_ngrams([1, 2, 1, 2], 2)
+    Counter({(1, 2): 2, (2, 1): 1})
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be an int >= 1")
+    return Counter(zip(*(tokens[i:] for i in range(n))))
+
+
+def smoothed_probs(counts: torch.Tensor, k: float = 1.0) -> torch.Tensor:
+    """Add-k smoothing: turn counts (..., V) into next-token probabilities (..., V).
+
+    P(w) = (count(w) + k) / (sum of counts + k * V), row by row. With k = 0 a
+    row of zeros has no distribution, and raises.
+    """
+    if not isinstance(counts, torch.Tensor) or counts.ndim < 1:
+        raise ValueError("counts must be a tensor whose last dimension is the vocabulary")
+    if k < 0:
+        raise ValueError(f"k={k!r}: add-k smoothing needs k >= 0")
+    counts = counts.to(torch.float64) + k
+    totals = counts.sum(-1, keepdim=True)  # (..., 1)
+    if bool((totals == 0).any()):
+        raise ValueError("a context with no counts has no distribution when k=0; use k > 0")
+    return counts / totals
+
+
+def sample_next(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """Draw one token id from a distribution (V,), reproducibly for a seeded generator."""
+    return int(torch.multinomial(probs, 1, generator=generator).item())
+
+
+def nll(target_probs: Sequence[float] | torch.Tensor) -> float:
+    """Mean negative log of the probabilities given to the actual tokens: nats per token."""
+    p = torch.as_tensor(target_probs, dtype=torch.float64)
+    if p.numel() == 0:
+        raise ValueError("cannot score an empty sequence")
+    return float(-p.log().mean())
+
+
+def perplexity(target_probs: Sequence[float] | torch.Tensor) -> float:
+    """exp(nll): the number of equally likely choices that would be as surprising."""
+    return math.exp(nll(target_probs))
 
 
 @dataclass(eq=False)
@@ -111,7 +166,7 @@ class NGramModel:
         # empty context of the unigram has a count like every other context.
         self._grams = [Counter({(): len(ids)})]
         for m in range(1, self.n + 1):
-            self._grams.append(Counter(zip(*(ids[i:] for i in range(m)))))
+            self._grams.append(count_ngrams(ids, m))
         self._index = {}
         return self
 
@@ -160,9 +215,9 @@ class NGramModel:
         if entry is None:
             return None if k == 0 else torch.full((V,), 1.0 / V, dtype=torch.float64)
         ws, cs = entry
-        probs = torch.full((V,), k, dtype=torch.float64)
-        probs[ws] += cs
-        return probs / (cs.sum() + k * V)
+        counts = torch.zeros(V, dtype=torch.float64)
+        counts[ws] = cs
+        return smoothed_probs(counts, k)
 
     # ----------------------------------------------------------- distributions
     def _context(self, context: Sequence[int] | torch.Tensor) -> tuple[int, ...]:
@@ -227,7 +282,7 @@ class NGramModel:
         out: list[int] = []
         for _ in range(num_tokens):
             probs = self.next_token_probs(history[-(self.n - 1) :] if self.n > 1 else ())
-            nxt = int(torch.multinomial(probs, 1, generator=generator).item())
+            nxt = sample_next(probs, generator)
             out.append(nxt)
             history.append(nxt)
         return out
@@ -244,21 +299,19 @@ class NGramModel:
         if not ids:
             raise ValueError("cannot score an empty sequence")
         cache: dict[tuple[int, ...], torch.Tensor] = {}
-        total = 0.0
+        target_probs = []
         for i, tok in enumerate(ids):
             ctx = tuple(ids[max(0, i - self.n + 1) : i])
             probs = cache.get(ctx)
             if probs is None:
                 probs = cache[ctx] = self.next_token_probs(ctx)
-            p = float(probs[tok])
-            if p == 0.0:
-                return math.inf
-            total -= math.log(p)
-        return total / len(ids)
+            target_probs.append(float(probs[tok]))
+        return nll(target_probs)
 
     def perplexity(self, tokens: Sequence[int] | torch.Tensor) -> float:
         """exp(cross-entropy): the effective number of equally likely choices per token."""
-        return math.exp(self.cross_entropy(tokens))
+        ce = self.cross_entropy(tokens)
+        return math.inf if math.isinf(ce) else math.exp(ce)
 
     def unseen_fraction(self, tokens: Sequence[int] | torch.Tensor) -> float:
         """Share of the n-grams of ``tokens`` that never occurred in training."""
