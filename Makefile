@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[course,dev]"
+	@# A benchmark peer whose declared dependencies (TensorFlow among them) we do not need.
+	$(BIN)/python -m pip install --quiet --no-deps llms-from-scratch==1.0.19
 	@# Fetch the corpus now so the lessons also work offline later (skipped quietly if offline).
 	-@$(BIN)/gptcore data tinyshakespeare >/dev/null 2>&1 || \
 	  echo "note: Tiny Shakespeare not fetched (offline?); the lessons will fetch it on first use"
@@ -52,6 +54,7 @@ grade: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_tokenizer.py
+	$(BIN)/python benchmarks/bench_model.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -7,9 +7,15 @@ from .embeddings import (
     one_hot_embed,
     sinusoidal_positional_encoding,
 )
+from .gpt import GPT, MLP, Block, GPTConfig, LayerNorm
 
 __all__ = [
+    "GPT",
+    "MLP",
     "BigramLM",
+    "Block",
+    "GPTConfig",
+    "LayerNorm",
     "LearnedPositionalEmbedding",
     "SinusoidalPositionalEncoding",
     "one_hot_embed",

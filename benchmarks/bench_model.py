@@ -1,0 +1,119 @@
+"""Forward + backward speed of gptcore's GPT against peers, on CPU, in one run.
+
+    python benchmarks/bench_model.py [--preset baby] [--batch 8] [--threads 2] [--repeats 5]
+
+Peers, each built with the same shape (layers, heads, width, context,
+vocabulary), fp32, dropout 0, training mode:
+
+- Hugging Face ``transformers``' GPT2LMHeadModel (its default attention);
+- the ``llms-from-scratch`` package's ch04 ``GPTModel`` (``pip install --no-deps
+  llms-from-scratch``), the model of Raschka's book.
+
+Each step is zero_grad, forward, cross-entropy, backward. The figure is the
+median step time after warm-up; ratios > 1 mean gptcore is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from gptcore.model import GPT, GPTConfig
+
+
+def _time(step, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def gptcore_step(cfg: GPTConfig, x, y):
+    model = GPT(cfg).train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+
+    return step, model.num_params()
+
+
+def hf_step(cfg: GPTConfig, x, y):
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return None, 0
+    hc = GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=0, eos_token_id=0,
+    )
+    model = GPT2LMHeadModel(hc).train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        logits = model(x).logits
+        F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1)).backward()
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def lfs_step(cfg: GPTConfig, x, y):
+    try:
+        from llms_from_scratch.ch04 import GPTModel
+    except ImportError:
+        return None, 0
+    model = GPTModel(
+        {"vocab_size": cfg.vocab_size, "context_length": cfg.block_size, "emb_dim": cfg.n_embd,
+         "n_heads": cfg.n_head, "n_layers": cfg.n_layer, "drop_rate": 0.0, "qkv_bias": True}
+    ).train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        logits = model(x)
+        F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1)).backward()
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="baby")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = GPTConfig.preset(args.preset, dropout=0.0)
+    x = torch.randint(0, cfg.vocab_size, (args.batch, cfg.block_size))
+    y = torch.randint(0, cfg.vocab_size, (args.batch, cfg.block_size))
+    print(f"preset {args.preset}: {cfg}; batch {args.batch}; {args.threads} threads; fp32; torch {torch.__version__}")
+    results = {}
+    for name, make in [("gptcore GPT", gptcore_step), ("HF GPT2LMHeadModel", hf_step),
+                       ("llms-from-scratch GPTModel", lfs_step)]:
+        step, n = make(cfg, x, y)
+        if step is None:
+            print(f"{name:28} not installed, skipped")
+            continue
+        results[name] = _time(step, args.repeats)
+        tok_s = args.batch * cfg.block_size / results[name]
+        print(f"{name:28} {results[name] * 1000:9.1f} ms/step  {tok_s:9,.0f} tok/s  {n:,} params")
+    base = results["gptcore GPT"]
+    for name, t in results.items():
+        if name != "gptcore GPT":
+            print(f"gptcore speed / {name}: {t / base:.2f}x (target >= 1.00: {'met' if t >= base else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

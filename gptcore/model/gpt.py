@@ -1,0 +1,240 @@
+"""The GPT-2 decoder stack, parameter for parameter.
+
+token + position embeddings -> n_layer x Block -> LayerNorm -> logits, where
+Block = x + attn(ln_1(x)), then x + mlp(ln_2(x)) ("pre-LN": each sub-layer
+sees a normalised input while the residual stream itself is never normalised,
+which keeps deep stacks trainable). Module names follow GPT-2's checkpoint
+(transformer.h.0.attn.c_attn, ...), so its weights load with a transpose of
+the Conv1D matrices and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import CausalSelfAttention
+
+__all__ = ["GPT", "MLP", "Block", "GPTConfig", "LayerNorm"]
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # longest sequence the model can read (context length)
+    vocab_size: int = 50257  # GPT-2's 50,000 merges + 256 bytes + <|endoftext|>
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # GPT-2 has biases in Linear layers and LayerNorms
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # A few thousand parameters: unit tests and quick experiments.
+        "test": dict(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=16),
+        # The character-level Shakespeare model (about 10.7M parameters).
+        "baby": dict(block_size=256, vocab_size=65, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+        "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M
+        "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+        "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+        "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} must be a positive int")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: each head gets "
+                f"n_embd / n_head channels; try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """A named configuration, with optional overrides: ``GPTConfig.preset("baby", n_layer=4)``."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(cls.PRESETS)}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's always has one)."""
+
+    def __init__(self, ndim: int, bias: bool = True, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: C -> 4C -> GELU (tanh approximation, as GPT-2) -> C."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One pre-LN transformer block: communicate (attention), then compute (MLP)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class GPT(nn.Module):
+    """A GPT-2-style language model: ``forward(idx, targets=None) -> (logits, loss)``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: the same matrix maps ids to vectors and vectors back to
+        # logits. It saves vocab_size * n_embd parameters (38M in GPT-2 small).
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # GPT-2: residual projections are scaled by 1/sqrt(2 * n_layer), since each
+        # of the 2 * n_layer sub-layers adds to the same residual stream.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count, tied weights counted once. GPT-2 small: 124,439,808.
+
+        ``non_embedding=True`` leaves out the position embeddings (the token
+        embedding is also the output layer, so it stays), as in scaling-law papers.
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), PaLM appendix B:
+        6 N for the matmuls with weights, plus 12 L H Q T for attention."""
+        cfg = self.config
+        t = seq_len or cfg.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * t
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) int64 -> logits (B, T, vocab_size), and the mean cross-entropy if targets."""
+        if idx.ndim != 2 or idx.dtype != torch.long:
+            raise ValueError(f"idx must be a (B, T) LongTensor, got {tuple(idx.shape)} {idx.dtype}")
+        b, t = idx.shape
+        if t > self.config.block_size:
+            raise ValueError(
+                f"sequence length {t} exceeds block_size={self.config.block_size}; "
+                f"feed at most the last {self.config.block_size} tokens (idx[:, -block_size:])"
+            )
+        if idx.numel() and (int(idx.max()) >= self.config.vocab_size or int(idx.min()) < 0):
+            raise ValueError(
+                f"token ids must be in 0..{self.config.vocab_size - 1}, got {int(idx.min())}..{int(idx.max())}; "
+                "was the text encoded with a different tokenizer?"
+            )
+        pos = torch.arange(t, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(b * t, -1), targets.reshape(b * t), ignore_index=-1)
+        return logits, loss
+
+    # ------------------------------------------------------------- GPT-2 weights
+    _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+    @classmethod
+    def from_hf_state_dict(cls, sd: dict[str, torch.Tensor], config: GPTConfig) -> GPT:
+        """Build a GPT from a Hugging Face ``GPT2LMHeadModel`` state dict.
+
+        HF's GPT-2 uses Conv1D layers, whose weights are stored (in, out): the
+        transpose of nn.Linear's (out, in). Attention bias buffers are not weights.
+        """
+        model = cls(config)
+        own = model.state_dict()
+        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        sd.pop("lm_head.weight", None)  # tied to transformer.wte.weight
+        expected = {k for k in own if k != "lm_head.weight"}
+        missing, unexpected = expected - set(sd), set(sd) - expected
+        if missing or unexpected:
+            raise ValueError(
+                f"state dict does not match a GPT-2 with {config}: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        with torch.no_grad():
+            for k, v in sd.items():
+                v = v.t() if k.endswith(cls._TRANSPOSED) else v
+                if own[k].shape != v.shape:
+                    raise ValueError(f"{k}: shape {tuple(v.shape)} does not fit {tuple(own[k].shape)}")
+                own[k].copy_(v)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, name: str = "gpt2", **overrides: Any) -> GPT:
+        """OpenAI's GPT-2 weights via Hugging Face ``transformers`` (downloads on first use;
+        needs network and ``pip install transformers``). ``name``: gpt2, gpt2-medium,
+        gpt2-large or gpt2-xl."""
+        if name not in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+            raise ValueError(f"unknown GPT-2 checkpoint {name!r}")
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            raise ValueError("from_pretrained needs transformers: pip install transformers") from None
+        hf = GPT2LMHeadModel.from_pretrained(name)
+        config = GPTConfig.preset(name, **overrides)
+        return cls.from_hf_state_dict(hf.state_dict(), config)
