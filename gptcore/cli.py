@@ -75,12 +75,98 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="gptcore", description="How GPT Works: library and course tools"
+# TrainConfig fields set by dedicated arguments or not settable from the command line.
+_TRAIN_SKIP = {"data", "out_dir", "model"}
+_MODEL_FIELDS = {
+    "block_size": int,
+    "n_layer": int,
+    "n_head": int,
+    "n_embd": int,
+    "dropout": float,
+    "bias": bool,
+}
+
+
+def _field_type(f) -> type:
+    text = str(f.type)
+    for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if text.startswith(name):
+            return typ
+    raise AssertionError(f"unsupported TrainConfig field type {text}")
+
+
+def _add_train_arguments(t: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from .train import TrainConfig
+
+    t.add_argument(
+        "data", nargs="?", default="tinyshakespeare", help="a corpus name or a text file"
     )
+    t.add_argument("--out", "--out_dir", dest="out_dir", default="runs/baby", help="run directory")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _TRAIN_SKIP:
+            continue
+        typ = _field_type(f)
+        default = f.default
+        if typ is bool:
+            t.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default)
+        else:
+            t.add_argument(
+                f"--{f.name}",
+                type=typ,
+                default=default,
+                metavar=typ.__name__.upper(),
+                help=f"default: {default}",
+            )
+    for name, typ in _MODEL_FIELDS.items():
+        if typ is bool:
+            t.add_argument(
+                f"--{name}",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="model override",
+            )
+        else:
+            t.add_argument(
+                f"--{name}",
+                type=typ,
+                default=None,
+                metavar=typ.__name__.upper(),
+                help="model override (default: the preset's)",
+            )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .train import TrainConfig, TrainingDiverged, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    kwargs = {k: v for k, v in vars(args).items() if k in fields}
+    model = {k: getattr(args, k) for k in _MODEL_FIELDS if getattr(args, k) is not None}
+    config = TrainConfig(**kwargs, model=model)
+    try:
+        result = train(config)
+    except TrainingDiverged as e:
+        print(f"gptcore train: stopped: {e}", file=sys.stderr)
+        return 1
+    val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a"
+    print(f"step {result.step}: validation loss {val}; checkpoints in {result.out_dir}")
+    return 0
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line that says what to change, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="gptcore", description="How GPT Works: library and course tools")
     p.add_argument("--version", action="version", version=f"gptcore {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     g = sub.add_parser(
         "grade", help="grade a lesson notebook with every test, hidden ones included"
@@ -109,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", default="gpt2", help="gpt2 (default) or a file saved by BPETokenizer.save"
     )
     t.set_defaults(func=cmd_tokenize)
+
+    tr = sub.add_parser("train", help="train a GPT (the same command again resumes)")
+    _add_train_arguments(tr)
+    tr.set_defaults(func=cmd_train)
 
     d = sub.add_parser("data", help="list corpora, or fetch one and print its local path")
     d.add_argument("name", nargs="?", help="a corpus name, e.g. tinyshakespeare")

@@ -456,6 +456,8 @@ class BPETokenizer:
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
         """Read a file written by ``save``. Damage raises ValueError naming the line."""
         path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist; pass the file written by BPETokenizer.save")
         data = path.read_bytes()
         try:
             # Universal newlines, as read_text() would: a CRLF copy still loads.
