@@ -36,6 +36,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "configure_optimizer",
+    "cpu_recipe",
     "estimate_loss",
     "get_batch",
     "lr_at",
@@ -275,6 +276,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def cpu_recipe(**overrides: Any) -> TrainConfig:
+    """The default CPU recipe: the baby character model shrunk to train well in
+    3 minutes on 2 cores (``gptcore train --preset baby-cpu ...`` is the same)."""
+    base = dict(
+        preset="baby-cpu", batch_size=32, max_iters=5000, lr=2e-3, min_lr=2e-4, warmup_iters=50,
+        eval_interval=100, eval_iters=10, max_seconds=180.0, weight_decay=0.1, out_dir="runs/baby-cpu",
+    )
+    return TrainConfig(**{**base, **overrides})
 
 
 class TrainingDiverged(RuntimeError):

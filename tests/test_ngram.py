@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -110,7 +111,7 @@ def test_sampling_is_seeded_and_follows_the_distribution():
     assert all(isinstance(t, int) for t in a)
     # After a 1 comes a 0 with probability 1; after 2 always 0 too.
     seq = [0, *a]
-    assert all(nxt == 0 for prev, nxt in zip(seq, seq[1:]) if prev in (1, 2))
+    assert all(nxt == 0 for prev, nxt in itertools.pairwise(seq) if prev in (1, 2))
     g = torch.Generator().manual_seed(0)
     draws = Counter(sample_next(m.next_token_probs([0]), g) for _ in range(6000))
     assert draws[0] == 0 and abs(draws[1] / 6000 - 2 / 3) < 0.03

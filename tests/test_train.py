@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -37,7 +38,7 @@ def test_lr_schedule_by_hand():
     assert lr_at(60, **kw) == pytest.approx(0.55)  # halfway down the cosine
     assert lr_at(110, **kw) == pytest.approx(0.1) and lr_at(500, **kw) == pytest.approx(0.1)
     lrs = [lr_at(s, **kw) for s in range(10, 111)]
-    assert all(a >= b for a, b in zip(lrs, lrs[1:])), "monotone decay after warmup"
+    assert all(a >= b for a, b in itertools.pairwise(lrs)), "monotone decay after warmup"
     assert lr_at(0, lr=1.0, min_lr=0.0, warmup_iters=0, decay_iters=10) == pytest.approx(1.0)
 
 
