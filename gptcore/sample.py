@@ -95,7 +95,9 @@ def sample_token(
     then top-k, then top-p, then ``torch.multinomial`` with ``generator``."""
     check_sampling_args(temperature, top_k, top_p)
     if logits.ndim != 1:
-        raise ValueError(f"logits must be one distribution of shape (V,), got {tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must be one distribution of shape (V,), got {tuple(logits.shape)}"
+        )
     if temperature == 0:
         return int(torch.argmax(logits))
     logits = apply_temperature(logits.float(), temperature)
@@ -124,7 +126,9 @@ def stream(
     check_sampling_args(temperature, top_k, top_p)
     ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
     if not ids:
-        raise ValueError("the prompt is empty; give at least one token (e.g. a newline or <|endoftext|>)")
+        raise ValueError(
+            "the prompt is empty; give at least one token (e.g. a newline or <|endoftext|>)"
+        )
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 0")
     if generator is None:
@@ -140,7 +144,9 @@ def stream(
                 feed = torch.tensor(ids[cache.length :], device=device)[None]  # (1, T_new)
                 logits, _ = model(feed, cache=cache)
             else:
-                window = torch.tensor(ids[-block_size:], device=device)[None]  # (1, T <= block_size)
+                window = torch.tensor(ids[-block_size:], device=device)[
+                    None
+                ]  # (1, T <= block_size)
                 logits, _ = model(window)
             token = sample_token(logits[0, -1], temperature, top_k, top_p, generator)
             ids.append(token)
@@ -174,8 +180,16 @@ def generate(
     """
     out = []
     for token in stream(
-        model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=seed, generator=generator, stop_tokens=stop_tokens, use_cache=use_cache,
+        model,
+        prompt_ids,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        generator=generator,
+        stop_tokens=stop_tokens,
+        use_cache=use_cache,
     ):
         out.append(token)
         if callback is not None:

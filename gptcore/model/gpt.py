@@ -19,9 +19,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import CausalSelfAttention
+from ..attention import CausalSelfAttention, KVCache
 
-__all__ = ["GPT", "MLP", "Block", "GPTConfig", "LayerNorm"]
+__all__ = ["GPT", "MLP", "Block", "GPTCache", "GPTConfig", "LayerNorm"]
+
+
+class GPTCache:
+    """One KVCache per layer; ``length`` is how many positions are cached."""
+
+    def __init__(self, layers: list[KVCache]) -> None:
+        self.layers = layers
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()
 
 
 @dataclass
@@ -112,8 +127,8 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache=cache)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 
@@ -172,16 +187,29 @@ class GPT(nn.Module):
             + 12 * cfg.n_layer * cfg.n_head * cfg.head_size * t
         )
 
+    def new_cache(self, batch_size: int = 1) -> GPTCache:
+        """An empty KV cache for generation: one per layer, block_size positions long."""
+        cfg, p = self.config, self.lm_head.weight
+        return GPTCache(
+            [KVCache(batch_size, cfg.n_head, cfg.block_size, cfg.head_size, p.device, p.dtype)
+             for _ in range(cfg.n_layer)]
+        )
+
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GPTCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) int64 -> logits (B, T, vocab_size), and the mean cross-entropy if targets."""
+        """idx (B, T) int64 -> logits (B, T, vocab_size), and the mean cross-entropy if targets.
+
+        With a ``cache``, idx holds only the tokens after the ``cache.length``
+        already cached ones; they get positions cache.length, cache.length + 1, ...
+        """
         if idx.ndim != 2 or idx.dtype != torch.long:
             raise ValueError(f"idx must be a (B, T) LongTensor, got {tuple(idx.shape)} {idx.dtype}")
         b, t = idx.shape
-        if t > self.config.block_size:
+        start = cache.length if cache is not None else 0
+        if start + t > self.config.block_size:
             raise ValueError(
-                f"sequence length {t} exceeds block_size={self.config.block_size}; "
+                f"sequence length {start + t} exceeds block_size={self.config.block_size}; "
                 f"feed at most the last {self.config.block_size} tokens (idx[:, -block_size:])"
             )
         if idx.numel() and (int(idx.max()) >= self.config.vocab_size or int(idx.min()) < 0):
@@ -189,12 +217,12 @@ class GPT(nn.Module):
                 f"token ids must be in 0..{self.config.vocab_size - 1}, got {int(idx.min())}..{int(idx.max())}; "
                 "was the text encoded with a different tokenizer?"
             )
-        pos = torch.arange(t, device=idx.device)  # (T,)
+        pos = torch.arange(start, start + t, device=idx.device)  # (T,)
         x = self.transformer.drop(
             self.transformer.wte(idx) + self.transformer.wpe(pos)
         )  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache.layers[i] if cache is not None else None)
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
