@@ -53,9 +53,16 @@ def hf_step(cfg: GPTConfig, x, y):
     except ImportError:
         return None, 0
     hc = GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=0, eos_token_id=0,
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.block_size,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     model = GPT2LMHeadModel(hc).train()
 
@@ -73,8 +80,15 @@ def lfs_step(cfg: GPTConfig, x, y):
     except ImportError:
         return None, 0
     model = GPTModel(
-        {"vocab_size": cfg.vocab_size, "context_length": cfg.block_size, "emb_dim": cfg.n_embd,
-         "n_heads": cfg.n_head, "n_layers": cfg.n_layer, "drop_rate": 0.0, "qkv_bias": True}
+        {
+            "vocab_size": cfg.vocab_size,
+            "context_length": cfg.block_size,
+            "emb_dim": cfg.n_embd,
+            "n_heads": cfg.n_head,
+            "n_layers": cfg.n_layer,
+            "drop_rate": 0.0,
+            "qkv_bias": True,
+        }
     ).train()
 
     def step():
@@ -97,10 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = GPTConfig.preset(args.preset, dropout=0.0)
     x = torch.randint(0, cfg.vocab_size, (args.batch, cfg.block_size))
     y = torch.randint(0, cfg.vocab_size, (args.batch, cfg.block_size))
-    print(f"preset {args.preset}: {cfg}; batch {args.batch}; {args.threads} threads; fp32; torch {torch.__version__}")
+    print(
+        f"preset {args.preset}: {cfg}; batch {args.batch}; {args.threads} threads; fp32; torch {torch.__version__}"
+    )
     results = {}
-    for name, make in [("gptcore GPT", gptcore_step), ("HF GPT2LMHeadModel", hf_step),
-                       ("llms-from-scratch GPTModel", lfs_step)]:
+    for name, make in [
+        ("gptcore GPT", gptcore_step),
+        ("HF GPT2LMHeadModel", hf_step),
+        ("llms-from-scratch GPTModel", lfs_step),
+    ]:
         step, n = make(cfg, x, y)
         if step is None:
             print(f"{name:28} not installed, skipped")
@@ -111,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     base = results["gptcore GPT"]
     for name, t in results.items():
         if name != "gptcore GPT":
-            print(f"gptcore speed / {name}: {t / base:.2f}x (target >= 1.00: {'met' if t >= base else 'NOT met'})")
+            print(
+                f"gptcore speed / {name}: {t / base:.2f}x (target >= 1.00: {'met' if t >= base else 'NOT met'})"
+            )
     return 0
 
 

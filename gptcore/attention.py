@@ -127,7 +127,7 @@ class CausalSelfAttention(nn.Module):
         With a ``cache``, x holds only the new positions: their keys and values
         are appended to the cache and the queries attend to every cached position.
         """
-        b, t, _ = x.shape
+        t = x.size(1)
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         q, k, v = (split_heads(z, self.n_head) for z in (q, k, v))  # (B, nh, T, hs)
         start = 0

@@ -37,8 +37,8 @@ from .data import train_val_split
 __all__ = [
     "NGramModel",
     "count_ngrams",
-    "nll",
     "ngram_baselines",
+    "nll",
     "perplexity",
     "sample_next",
     "smoothed_probs",
@@ -298,14 +298,17 @@ class NGramModel:
         ids = _as_ids(tokens, self.vocab_size, "tokens")
         if not ids:
             raise ValueError("cannot score an empty sequence")
-        cache: dict[tuple[int, ...], torch.Tensor] = {}
-        target_probs = []
-        for i, tok in enumerate(ids):
-            ctx = tuple(ids[max(0, i - self.n + 1) : i])
-            probs = cache.get(ctx)
-            if probs is None:
-                probs = cache[ctx] = self.next_token_probs(ctx)
-            target_probs.append(float(probs[tok]))
+        # Group positions by context: each (V,) distribution is built once and
+        # dropped after use. Keeping them all would need gigabytes for GPT-2's
+        # 50,257 tokens (one float64 vector per distinct context).
+        positions: dict[tuple[int, ...], list[int]] = {}
+        for i in range(len(ids)):
+            positions.setdefault(tuple(ids[max(0, i - self.n + 1) : i]), []).append(i)
+        target_probs = [0.0] * len(ids)
+        for ctx, where in positions.items():
+            probs = self.next_token_probs(ctx)
+            for i in where:
+                target_probs[i] = float(probs[ids[i]])
         return nll(target_probs)
 
     def perplexity(self, tokens: Sequence[int] | torch.Tensor) -> float:

@@ -74,7 +74,8 @@ def get_batch(
         window = torch.from_numpy(rows)  # (B, T + 1)
     else:
         window = data[ix[:, None] + torch.arange(block_size + 1)].long()  # (B, T + 1)
-    return window[:, :-1], window[:, 1:]
+    # Contiguous copies, not strided views of window: model code may call .view() on them.
+    return window[:, :-1].contiguous(), window[:, 1:].contiguous()
 
 
 # -------------------------------------------------------------------- schedule

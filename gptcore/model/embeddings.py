@@ -89,7 +89,9 @@ class SinusoidalPositionalEncoding(nn.Module):
     def __init__(self, block_size: int, n_embd: int, base: float = 10000.0) -> None:
         super().__init__()
         self.block_size = block_size
-        self.register_buffer("pe", sinusoidal_positional_encoding(block_size, n_embd, base), persistent=False)
+        self.register_buffer(
+            "pe", sinusoidal_positional_encoding(block_size, n_embd, base), persistent=False
+        )
 
     def forward(self, t: int) -> torch.Tensor:
         """The encodings of positions 0..t-1, shape (t, n_embd)."""
