@@ -156,6 +156,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    import codecs
+
+    from .sample import check_sampling_args, stream
+    from .train import load_run
+
+    check_sampling_args(args.temperature, args.top_k, args.top_p)
+    model, tokenizer, _ = load_run(args.run_dir, device=args.device)
+    prompt = args.prompt if args.prompt is not None else "\n"
+    ids = tokenizer.encode(prompt)
+    # Tokens can split a UTF-8 character; the incremental decoder holds bytes
+    # back until the character is complete.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    as_bytes = getattr(tokenizer, "decode_bytes", None)
+    sys.stdout.write(prompt)
+    for token in stream(
+        model,
+        ids,
+        args.n,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    ):
+        piece = decoder.decode(as_bytes([token])) if as_bytes else tokenizer.decode([token])
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write(decoder.decode(b"", final=True) + "\n")
+    return 0
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line that says what to change, not a usage dump."""
 
@@ -199,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a GPT (the same command again resumes)")
     _add_train_arguments(tr)
     tr.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("sample", help="stream text from a trained run")
+    sp.add_argument("run_dir", help="a directory written by gptcore train")
+    sp.add_argument("--prompt", default=None, help="text to continue (default: a newline)")
+    sp.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=500)
+    sp.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    sp.add_argument("--top-k", dest="top_k", type=int, default=None)
+    sp.add_argument("--top-p", dest="top_p", type=float, default=None)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--device", default="cpu")
+    sp.set_defaults(func=cmd_sample)
 
     d = sub.add_parser("data", help="list corpora, or fetch one and print its local path")
     d.add_argument("name", nargs="?", help="a corpus name, e.g. tinyshakespeare")

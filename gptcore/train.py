@@ -39,6 +39,7 @@ __all__ = [
     "cpu_recipe",
     "estimate_loss",
     "get_batch",
+    "load_run",
     "lr_at",
     "optimization_step",
     "prepare_data",
@@ -283,8 +284,17 @@ def cpu_recipe(**overrides: Any) -> TrainConfig:
     """The default CPU recipe: the baby character model shrunk to train well in
     3 minutes on 2 cores (``gptcore train --preset baby-cpu ...`` is the same)."""
     base = dict(
-        preset="baby-cpu", batch_size=32, max_iters=5000, lr=2e-3, min_lr=2e-4, warmup_iters=50,
-        eval_interval=100, eval_iters=10, max_seconds=180.0, weight_decay=0.1, out_dir="runs/baby-cpu",
+        preset="baby-cpu",
+        batch_size=32,
+        max_iters=5000,
+        lr=2e-3,
+        min_lr=2e-4,
+        warmup_iters=50,
+        eval_interval=100,
+        eval_iters=10,
+        max_seconds=180.0,
+        weight_decay=0.1,
+        out_dir="runs/baby-cpu",
     )
     return TrainConfig(**{**base, **overrides})
 
@@ -623,6 +633,31 @@ def train(
             bar.close()
     _barrier(dist_info)
     return TrainResult(raw_model, step, logger.rows, val_loss, out_dir, tokenizer)
+
+
+def load_run(
+    run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[GPT, Any, dict[str, Any]]:
+    """The trained model (eval mode), its tokenizer and its saved state, from a run directory."""
+    from .checkpoint import latest_checkpoint
+
+    run = Path(run_dir)
+    folder = latest_checkpoint(run)
+    if folder is None:
+        raise ValueError(f"{run} has no checkpoint; train first: gptcore train --out {run}")
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    model = GPT(GPTConfig(**state["model_config"]))
+    load_checkpoint(run, model, map_location=device)
+    spec = state["train_config"]["tokenizer"]
+    if spec == "char":
+        from .tokenizer import CharTokenizer
+
+        tokenizer = CharTokenizer(
+            json.loads((run / "tokenizer-chars.json").read_text(encoding="utf-8"))
+        )
+    else:
+        tokenizer = _load_tokenizer(spec, "", run)
+    return model.to(device).eval(), tokenizer, state
 
 
 def _barrier(d: _Dist) -> None:

@@ -78,3 +78,43 @@ def test_tokenize_and_data(capsys):
     assert "15496" in out and "995" in out and "11 characters -> 2 tokens" in out
     assert main(["data"]) == 0
     assert "tinyshakespeare" in capsys.readouterr().out
+
+
+def test_sample_streams_reproducible_text(tmp_path):
+    train = _run(
+        "train",
+        "--preset",
+        "test",
+        "--out",
+        str(tmp_path),
+        "--batch_size",
+        "4",
+        "--max_iters",
+        "3",
+        "--eval_iters",
+        "1",
+        "--no-progress",
+        "--threads",
+        "1",
+    )
+    assert train.returncode == 0, train.stderr
+    args = [
+        "sample",
+        str(tmp_path),
+        "--prompt",
+        "ROMEO:",
+        "-n",
+        "40",
+        "--top-k",
+        "5",
+        "--seed",
+        "3",
+    ]
+    a, b = _run(*args), _run(*args)
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("ROMEO:")
+    assert len(a.stdout) == len("ROMEO:") + 40 + 1, "40 characters and a newline"
+    bad = _run("sample", str(tmp_path), "--temperature", "-1")
+    assert bad.returncode == 2 and "temperature" in bad.stderr and bad.stderr.count("\n") == 1
+    missing = _run("sample", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "train first" in missing.stderr
