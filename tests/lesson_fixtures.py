@@ -12,6 +12,8 @@ For each lesson:
 
 from __future__ import annotations
 
+from .lesson03_fixtures import LESSON03_WRONG_VISIBLE_ONLY
+
 LESSON01_SOLUTION_IDS: list[str] = [
     "bpe_pair_counts",
     "bpe_merge",
@@ -61,4 +63,5 @@ def train_bpe(
 # Every lesson's wrong-but-visible-passing submissions, by lesson name.
 WRONG_VISIBLE_ONLY: dict[str, dict[str, str]] = {
     "01_tokenization": LESSON01_WRONG_VISIBLE_ONLY,
+    "03_embeddings": LESSON03_WRONG_VISIBLE_ONLY,
 }

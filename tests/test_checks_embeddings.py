@@ -1,0 +1,621 @@
+"""gptcore.checks.embeddings: right answers pass, plausible wrong answers fail with the hint.
+
+The right answers are gptcore's references, other correct ways of writing each
+exercise (float32 arithmetic, einsum, a hand-written cross-entropy), and the
+solution cells of the lesson notebook (executed here from the notebook's
+JSON). Each wrong answer is a mistake a learner could make; its check must
+fail with a message that names it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptcore.checks import embeddings as checks
+from gptcore.model import BigramLM, one_hot_embed, sinusoidal_positional_encoding
+from gptcore.train import train_step as ref_train_step
+
+from .conftest import ROOT
+from .lesson03_fixtures import LESSON03_POINTS, LESSON03_SOLUTION_IDS, LESSON03_WRONG_VISIBLE_ONLY
+
+NOTEBOOK = ROOT / "solutions" / "03_embeddings" / "03_embeddings.ipynb"
+HIDDEN = "### BEGIN HIDDEN TESTS"
+
+# The arguments of the notebook's test cells: visible, then hidden.
+VISIBLE: dict[str, dict] = {
+    "one_hot_lookup": {},
+    "sinusoidal_encoding": {},
+    "neural_bigram": {},
+    "train_step": {},
+}
+HIDDEN_ARGS: dict[str, dict] = {
+    "one_hot_lookup": {"seed": 3093, "cases": 100, "edge_cases": True},
+    "sinusoidal_encoding": {"seed": 5772, "cases": 40, "edge_cases": True},
+    "neural_bigram": {"seed": 6626, "cases": 30, "edge_cases": True},
+    "train_step": {"seed": 1729, "cases": 8, "edge_cases": True},
+}
+LEARNER_NAME = {
+    "one_hot_lookup": "one_hot_lookup",
+    "sinusoidal_encoding": "sinusoidal_encoding",
+    "neural_bigram": "NeuralBigram",
+    "train_step": "train_step",
+}
+ARGS = ["visible", "hidden"]
+
+
+def _args(check: str, which: str) -> dict:
+    return (VISIBLE if which == "visible" else HIDDEN_ARGS)[check]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The checks run many tiny tensor operations: one thread is much faster, as in the notebook.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ notebook
+def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
+    nb = nbformat.read(path, as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in nb.cells
+        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
+    }
+
+
+@pytest.fixture(scope="module")
+def cells() -> dict[str, str]:
+    return _cells()
+
+
+@pytest.fixture(scope="module")
+def data(shakespeare) -> dict:
+    """What the notebook's first code cell defines and the test cells use."""
+    from gptcore.data import train_val_split
+    from gptcore.tokenizer import CharTokenizer
+
+    tok = CharTokenizer.from_text(shakespeare)
+    train_ids, _ = train_val_split(tok.encode(shakespeare))
+    return {"V": tok.vocab_size, "train_data": torch.tensor(train_ids)}
+
+
+def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
+    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
+    ns: dict = {}
+    exec(cells["setup"], ns)
+    for gid in LESSON03_SOLUTION_IDS:
+        exec((replace or {}).get(gid, cells[gid]), ns)
+    return ns
+
+
+@pytest.fixture(scope="module")
+def solution(cells) -> dict:
+    return _namespace(cells)
+
+
+def test_fixture_ids_and_points_match_the_notebook():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON03_SOLUTION_IDS
+    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON03_POINTS
+    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
+    assert 10 <= sum(LESSON03_POINTS.values()) <= 20
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for c in nb.cells:
+        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+
+
+def test_test_cells_call_the_checks_with_these_arguments(cells):
+    """VISIBLE and HIDDEN_ARGS above are what the notebook's test cells really run."""
+    for check, name in LEARNER_NAME.items():
+        visible, hidden = cells[f"{check}_tests"].split(HIDDEN)
+        assert f"checks.{check}({name})" in visible
+        args = ", ".join(f"{k}={v!r}" for k, v in HIDDEN_ARGS[check].items())
+        assert f"checks.{check}({name}, {args})" in hidden
+
+
+def test_solution_cells_have_solution_markers(cells):
+    for gid in LESSON03_SOLUTION_IDS:
+        assert "### BEGIN SOLUTION" in cells[gid] and "### END SOLUTION" in cells[gid]
+    for gid in LESSON03_POINTS:
+        assert cells[gid].count(HIDDEN) == 1 and "### END HIDDEN TESTS" in cells[gid]
+
+
+# --------------------------------------------------------- right answers pass
+def lookup_einsum(idx, weight):
+    return torch.einsum("...v,vc->...c", F.one_hot(idx, weight.shape[0]).to(weight.dtype), weight)
+
+
+def lookup_broadcast(idx, weight):
+    one_hot = F.one_hot(idx, weight.shape[0]).to(weight.dtype)
+    return (one_hot.unsqueeze(-1) * weight).sum(dim=-2)
+
+
+def pe_float32_pow(T, C, base=10000.0):
+    pos = torch.arange(T).float()[:, None]
+    div = torch.pow(base, torch.arange(0, C, 2).float() / C)
+    pe = torch.zeros(T, C)
+    pe[:, 0::2] = torch.sin(pos / div)
+    pe[:, 1::2] = torch.cos(pos / div)
+    return pe
+
+
+def pe_float32_exp(T, C, base=10000.0):
+    pos = torch.arange(T, dtype=torch.float)[:, None]
+    inv = torch.exp(torch.arange(0, C, 2).float() * (-math.log(base) / C))
+    return torch.stack([torch.sin(pos * inv), torch.cos(pos * inv)], dim=-1).flatten(1)
+
+
+def pe_python_loops(T, C, base=10000.0):
+    pe = torch.zeros(T, C)
+    for p in range(T):
+        for i in range(C // 2):
+            angle = p / base ** (2 * i / C)
+            pe[p, 2 * i], pe[p, 2 * i + 1] = math.sin(angle), math.cos(angle)
+    return pe
+
+
+class BigramManualLoss(nn.Module):
+    """Log-softmax and a gather instead of F.cross_entropy; reshape instead of view."""
+
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, idx, targets=None):
+        logits = self.token_embedding(idx)
+        if targets is None:
+            return logits, None
+        logp = logits.log_softmax(dim=-1)
+        return logits, -logp.gather(-1, targets.unsqueeze(-1)).mean()
+
+
+class BigramClassDim(nn.Module):
+    """F.cross_entropy's (N, C, d) form: logits moved to (B, V, T)."""
+
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, idx, targets=None):
+        logits = self.token_embedding(idx)
+        loss = None if targets is None else F.cross_entropy(logits.transpose(1, 2), targets)
+        return logits, loss
+
+
+def step_model_zero_grad(model, optimizer, x, y):
+    model.train()
+    model.zero_grad()
+    _, loss = model(x, y)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+RIGHT = [
+    ("one_hot_lookup", one_hot_embed),
+    ("one_hot_lookup", lookup_einsum),
+    ("one_hot_lookup", lookup_broadcast),
+    ("sinusoidal_encoding", sinusoidal_positional_encoding),
+    ("sinusoidal_encoding", pe_float32_pow),
+    ("sinusoidal_encoding", pe_float32_exp),
+    ("neural_bigram", BigramLM),
+    ("neural_bigram", BigramManualLoss),
+    ("neural_bigram", BigramClassDim),
+    ("train_step", ref_train_step),
+    ("train_step", step_model_zero_grad),
+]
+
+
+@pytest.mark.parametrize(("check", "fn"), RIGHT, ids=[f"{c}-{f.__name__}" for c, f in RIGHT])
+@pytest.mark.parametrize("which", ARGS)
+def test_right_answers_pass(check, fn, which):
+    getattr(checks, check)(fn, **_args(check, which))
+
+
+def test_python_loops_pass_the_visible_sinusoidal_check():
+    checks.sinusoidal_encoding(pe_python_loops)  # the hidden check has a 1024 x 768 case: slow
+
+
+@pytest.mark.parametrize("check", list(LEARNER_NAME))
+@pytest.mark.parametrize("which", ARGS)
+def test_notebook_solution_passes(solution, check, which):
+    getattr(checks, check)(solution[LEARNER_NAME[check]], **_args(check, which))
+
+
+def test_bigram_matches_counts_passes(solution):
+    checks.bigram_matches_counts(BigramLM, ref_train_step)
+    checks.bigram_matches_counts(solution["NeuralBigram"], solution["train_step"], seed=1)
+
+
+def test_notebook_test_cells_run_on_the_solution(cells, solution, data):
+    for gid in LESSON03_POINTS:
+        exec(cells[gid], {**solution, **data})
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError()
+
+
+class StubModule(nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        raise NotImplementedError()
+
+
+@pytest.mark.parametrize(
+    ("check", "fn"),
+    [("one_hot_lookup", _stub), ("sinusoidal_encoding", _stub), ("neural_bigram", StubModule),
+     ("train_step", _stub)],
+)  # fmt: skip
+def test_unfinished_exercise_raises_not_implemented(check, fn):
+    with pytest.raises(NotImplementedError):
+        getattr(checks, check)(fn)
+
+
+def test_unfinished_bigram_or_step_raises_not_implemented():
+    with pytest.raises(NotImplementedError):
+        checks.bigram_matches_counts(StubModule, ref_train_step)
+    with pytest.raises(NotImplementedError):
+        checks.bigram_matches_counts(BigramLM, _stub)
+
+
+# ------------------------------------------------------- wrong answers fail
+class AlwaysEqualTensor(torch.Tensor):
+    def __eq__(self, other):
+        return True
+
+    __hash__ = torch.Tensor.__hash__
+
+
+class AlwaysEqual:
+    def __eq__(self, other):
+        return True
+
+    __hash__ = None
+
+
+# one_hot_lookup
+def lookup_no_dtype(idx, weight):
+    return F.one_hot(idx, weight.shape[0]) @ weight
+
+
+def lookup_transposed(idx, weight):
+    return F.one_hot(idx, weight.shape[0]).to(weight.dtype) @ weight.T
+
+
+def lookup_flat(idx, weight):
+    return F.one_hot(idx.reshape(-1), weight.shape[0]).to(weight.dtype) @ weight
+
+
+def lookup_one_hot_only(idx, weight):
+    return F.one_hot(idx, weight.shape[0]).to(weight.dtype)
+
+
+def lookup_mutates(idx, weight):
+    out = one_hot_embed(idx, weight)
+    idx.zero_()
+    return out
+
+
+def lookup_always_equal(idx, weight):
+    return (one_hot_embed(idx, weight) + 1).as_subclass(AlwaysEqualTensor)
+
+
+WRONG_LOOKUP = [
+    (lookup_no_dtype, ".to(weight.dtype)"),
+    (lookup_transposed, "not by weight.T"),
+    (lookup_flat, "keep the shape of idx"),
+    (lookup_one_hot_only, "one-hot vectors themselves"),
+    (lookup_mutates, "changed its argument #1"),
+    (lookup_always_equal, "entries differ"),
+    (lambda idx, weight: one_hot_embed(idx, weight).numpy(), "must be a torch.Tensor"),
+    (lambda idx, weight: AlwaysEqual(), "must be a torch.Tensor"),
+    (lambda idx, weight: one_hot_embed(idx, weight).double(), "dtype"),
+]
+HIDDEN_ONLY_LOOKUP = [
+    (lambda idx, weight: F.one_hot(idx).to(weight.dtype) @ weight, "num_classes=weight.shape[0]"),
+    (lambda idx, weight: F.one_hot(idx, weight.shape[0]).float() @ weight.float(), "not .float()"),
+]
+
+
+# sinusoidal_encoding
+def pe_variant(**mistake):
+    def pe(T, C, base=10000.0):
+        return checks._pe_variant(T, C, base, **mistake).float()
+
+    return pe
+
+
+def pe_ignores_base(T, C, base=10000.0):
+    return sinusoidal_positional_encoding(T, C)
+
+
+WRONG_PE = [
+    (pe_variant(swap=True), "you swapped them"),
+    (pe_variant(exponent="i/C"), "You used i / n_embd"),
+    (pe_variant(exponent="2i"), "divide the exponent by n_embd"),
+    (pe_variant(exponent="j/C"), "share one frequency"),
+    (pe_variant(exponent="i/(C/2-1)"), "not i / (n_embd/2 - 1)"),
+    (pe_variant(halves=True), "interleave"),
+    (pe_variant(start=1), "positions start at 0"),
+    (pe_variant(sign=1.0), "+2i / n_embd"),
+    (lambda T, C, base=10000.0: sinusoidal_positional_encoding(T, C, base).double(), "float32"),
+    (
+        lambda T, C, base=10000.0: sinusoidal_positional_encoding(T, C, base).T,
+        "one row per position",
+    ),
+    (lambda T, C, base=10000.0: sinusoidal_positional_encoding(T, C, base).numpy(), "torch.Tensor"),
+    (
+        lambda T, C, base=10000.0: sinusoidal_positional_encoding(T, C, base).half().float(),
+        "entries differ",
+    ),
+]
+HIDDEN_ONLY_PE = [(pe_ignores_base, "use the base argument")]
+
+
+# neural_bigram
+def bigram_class(forward, init=None):
+    """A NeuralBigram whose forward (and optionally __init__) has a mistake."""
+
+    class Bigram(nn.Module):
+        def __init__(self, vocab_size):
+            if init is not None:
+                init(self, vocab_size)
+                return
+            super().__init__()
+            self.token_embedding = nn.Embedding(vocab_size, vocab_size)
+
+        def forward(self, idx, targets=None):
+            return forward(self, idx, targets)
+
+    return Bigram
+
+
+def right_forward(self, idx, targets=None):
+    logits = self.token_embedding(idx)
+    if targets is None:
+        return logits, None
+    return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def init_no_super(self, vocab_size):
+    self.token_embedding = nn.Embedding(vocab_size, vocab_size)
+
+
+def init_extra_layer(self, vocab_size):
+    nn.Module.__init__(self)
+    self.token_embedding = nn.Embedding(vocab_size, vocab_size)
+    self.lm_head = nn.Linear(vocab_size, vocab_size)
+
+
+def init_renamed(self, vocab_size):
+    nn.Module.__init__(self)
+    self.table = nn.Embedding(vocab_size, vocab_size)
+
+
+def init_parameter(self, vocab_size):
+    nn.Module.__init__(self)
+    self.token_embedding = nn.Parameter(torch.randn(vocab_size, vocab_size))
+
+
+def init_double(self, vocab_size):
+    nn.Module.__init__(self)
+    self.token_embedding = nn.Embedding(vocab_size, vocab_size, dtype=torch.float64)
+
+
+def fwd_loss(compute):
+    def forward(self, idx, targets=None):
+        logits = self.token_embedding(idx)
+        return logits, (None if targets is None else compute(logits, targets))
+
+    return forward
+
+
+def flat_ce(logits, targets, **kw):
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), **kw)
+
+
+def fwd_karpathy_reshape(self, idx, targets=None):
+    logits = self.token_embedding(idx)
+    if targets is None:
+        return logits, None
+    B, T, V = logits.shape
+    logits = logits.view(B * T, V)
+    return logits, F.cross_entropy(logits, targets.view(B * T))
+
+
+def fwd_probs(self, idx, targets=None):
+    logits, loss = right_forward(self, idx, targets)
+    return logits.softmax(-1), loss
+
+
+def fwd_swapped(self, idx, targets=None):
+    logits, loss = right_forward(self, idx, targets)
+    return loss, logits
+
+
+def fwd_no_grad(self, idx, targets=None):
+    with torch.no_grad():
+        return right_forward(self, idx, targets)
+
+
+def fwd_only_logits(self, idx, targets=None):
+    return self.token_embedding(idx)
+
+
+def fwd_3d_ce(self, idx, targets=None):
+    logits = self.token_embedding(idx)
+    return logits, F.cross_entropy(logits, targets)
+
+
+WRONG_BIGRAM = [
+    (bigram_class(right_forward, init_no_super), "super().__init__()"),
+    (bigram_class(right_forward, init_extra_layer), "exactly one"),
+    (bigram_class(right_forward, init_renamed), "token_embedding must be an nn.Embedding"),
+    (bigram_class(right_forward, init_parameter), "token_embedding must be an nn.Embedding"),
+    (bigram_class(right_forward, init_double), "float32"),
+    (bigram_class(fwd_karpathy_reshape), "reshape only the copy"),
+    (bigram_class(fwd_probs), "not probabilities"),
+    (bigram_class(fwd_swapped), "(logits, loss), in that order"),
+    (bigram_class(fwd_no_grad), "not connected"),
+    (bigram_class(fwd_only_logits), "must return a tuple (logits, loss)"),
+    (bigram_class(fwd_3d_ce), "flatten"),
+    (bigram_class(fwd_loss(lambda lo, t: flat_ce(lo, t, reduction="sum"))), "not the sum"),
+    (bigram_class(fwd_loss(lambda lo, t: flat_ce(lo.softmax(-1), t))), "do not softmax first"),
+    (bigram_class(fwd_loss(lambda lo, t: F.nll_loss(lo.flatten(0, 1), t.flatten()))), "log-probabilities"),
+    (bigram_class(fwd_loss(lambda lo, t: flat_ce(lo, t, reduction="none"))), "0-dim tensor"),
+    (bigram_class(fwd_loss(lambda lo, t: flat_ce(lo, t).item())), "is a float"),
+    (bigram_class(fwd_loss(lambda lo, t: torch.tensor(flat_ce(lo, t).item()))), "not connected"),
+    (bigram_class(fwd_loss(lambda lo, t: flat_ce(lo, t) / lo.shape[-1])), "not by V as well"),
+    (bigram_class(fwd_loss(lambda lo, t: flat_ce(lo.detach(), t) + 0 * lo.sum())), "gradient of the table"),
+]  # fmt: skip
+
+
+def fwd_always_loss(self, idx, targets=None):
+    logits = self.token_embedding(idx)
+    return logits, flat_ce(logits, targets)
+
+
+HIDDEN_ONLY_BIGRAM = [(bigram_class(fwd_always_loss), "return (logits, None)")]
+
+
+# train_step
+def step_variant(*, train=True, zero=True, zero_after=False, step=True, ret="item", after=False,
+                 new_optimizer=False, eval_after=False):  # fmt: skip
+    def train_step(model, optimizer, x, y):
+        if new_optimizer:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        if train:
+            model.train()
+        if zero:
+            optimizer.zero_grad()
+        _, loss = model(x, y)
+        loss.backward()
+        if zero_after:
+            optimizer.zero_grad()
+        if step:
+            optimizer.step()
+        if after:
+            with torch.no_grad():
+                _, loss = model(x, y)
+        if eval_after:
+            model.eval()
+        return {"item": loss.item(), "tensor": loss, "int": 1, "numpy": np.float64(loss.item())}[
+            ret
+        ]
+
+    return train_step
+
+
+def step_twice(model, optimizer, x, y):
+    loss = step_variant()(model, optimizer, x, y)
+    optimizer.step()
+    return loss
+
+
+WRONG_STEP = [
+    (step_variant(zero=False), "zero_grad() before loss.backward()"),
+    (step_variant(zero=False, zero_after=True), "did not change"),
+    (step_variant(step=False), "called step() 0 times"),
+    (step_variant(new_optimizer=True), "do not create a new one"),
+    (step_twice, "called step() 2 times"),
+    (step_variant(ret="tensor"), "Return a Python float"),
+    (step_variant(ret="int"), "must return the loss as a float"),
+    (step_variant(ret="numpy"), "must return the loss as a float"),
+    (step_variant(after=True), "before optimizer.step()"),
+    (step_variant(eval_after=True), "still in eval mode"),
+]
+HIDDEN_ONLY_STEP = [(step_variant(train=False), "model.train()")]
+
+WRONG = (
+    [("one_hot_lookup", f, h) for f, h in WRONG_LOOKUP]
+    + [("sinusoidal_encoding", f, h) for f, h in WRONG_PE]
+    + [("neural_bigram", f, h) for f, h in WRONG_BIGRAM]
+    + [("train_step", f, h) for f, h in WRONG_STEP]
+)
+HIDDEN_ONLY = (
+    [("one_hot_lookup", f, h) for f, h in HIDDEN_ONLY_LOOKUP]
+    + [("sinusoidal_encoding", f, h) for f, h in HIDDEN_ONLY_PE]
+    + [("neural_bigram", f, h) for f, h in HIDDEN_ONLY_BIGRAM]
+    + [("train_step", f, h) for f, h in HIDDEN_ONLY_STEP]
+)
+
+
+@pytest.mark.parametrize(("check", "fn", "hint"), WRONG, ids=[f"{c}-{h}" for c, _, h in WRONG])
+@pytest.mark.parametrize("which", ARGS)
+def test_wrong_answer_fails_with_hint(check, fn, hint, which):
+    with pytest.raises(AssertionError) as failure:
+        getattr(checks, check)(fn, **_args(check, which))
+    assert hint in str(failure.value), str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("check", "fn", "hint"), HIDDEN_ONLY, ids=[f"{c}-{h}" for c, _, h in HIDDEN_ONLY]
+)
+def test_edge_case_mistake_fails_only_hidden(check, fn, hint):
+    getattr(checks, check)(fn, **VISIBLE[check])
+    with pytest.raises(AssertionError) as failure:
+        getattr(checks, check)(fn, **HIDDEN_ARGS[check])
+    assert hint in str(failure.value), str(failure.value)
+
+
+def test_bigram_that_does_not_learn_fails():
+    def lazy_step(model, optimizer, x, y):
+        _, loss = model(x, y)
+        return loss.item()
+
+    with pytest.raises(AssertionError, match=r"more than 0\.02"):
+        checks.bigram_matches_counts(BigramLM, lazy_step, steps=20)
+    with pytest.raises(AssertionError, match="train_step returned"):
+        checks.bigram_matches_counts(BigramLM, lambda m, o, x, y: float("nan"), steps=2)
+
+
+def test_messages_name_the_input_and_the_first_difference():
+    with pytest.raises(AssertionError) as failure:
+        checks.one_hot_lookup(lookup_transposed)
+    message = str(failure.value)
+    assert "one_hot_lookup(tensor([3, 0, 4], dtype=int64)" in message
+    with pytest.raises(AssertionError) as failure:
+        checks.sinusoidal_encoding(pe_variant(swap=True))
+    message = str(failure.value)
+    assert "sinusoidal_encoding(4, 4) is wrong" in message
+    assert "first at index (0, 0): expected 0, got 1" in message
+
+
+def test_sinusoidal_tolerance_is_tight_where_float32_is_exact():
+    # Position 1's error allowance is about 1e-5: a 1e-4 slip there fails.
+    def nudged(T, C, base=10000.0):
+        pe = sinusoidal_positional_encoding(T, C, base)
+        pe[1, 0] += 1e-4
+        return pe
+
+    with pytest.raises(AssertionError, match=r"index \(1, 0\)"):
+        checks.sinusoidal_encoding(nudged)
+
+
+# ----------------------------------------------------------- the wrong fixture
+def test_wrong_visible_only_fixture(cells, data):
+    """Each fixture passes its exercise's visible test cell and fails the hidden tests."""
+    for gid, source in LESSON03_WRONG_VISIBLE_ONLY.items():
+        assert gid in LESSON03_SOLUTION_IDS
+        ns = {**_namespace(cells, replace={gid: source}), **data}
+        test_source = cells[f"{gid}_tests"]
+        visible = test_source.split(HIDDEN)[0]
+        exec(visible, dict(ns))  # passes
+        with pytest.raises(AssertionError):
+            exec(test_source, dict(ns))
+        for other in LESSON03_POINTS:  # every other test cell still passes
+            if other != f"{gid}_tests":
+                exec(cells[other], dict(ns))
