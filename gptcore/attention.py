@@ -138,9 +138,13 @@ class CausalSelfAttention(nn.Module):
         weights = None
         if return_weights:
             mask = offset_causal_mask(start, t, x.device)  # (T, start + T)
-            y, weights = scaled_dot_product_attention(q, k, v, mask, return_weights=True, dropout_p=p)
+            y, weights = scaled_dot_product_attention(
+                q, k, v, mask, return_weights=True, dropout_p=p
+            )
         elif start == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=p, is_causal=True
+            )  # (B, nh, T, hs)
         elif t == 1:
             # One new query may see every cached position: no mask at all.
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, nh, 1, hs)
@@ -151,7 +155,9 @@ class CausalSelfAttention(nn.Module):
         return (y, weights) if return_weights else y
 
 
-def offset_causal_mask(start: int, t: int, device: torch.device | str | None = None) -> torch.Tensor:
+def offset_causal_mask(
+    start: int, t: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """(t, start + t) bool: new query i (at position start + i) may see keys 0..start + i.
 
     With start = 0 this is ``causal_mask(t)``.

@@ -671,7 +671,7 @@ def test_non_utf8_file_names_the_line(tmp_path):
 
 
 def test_load_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="does not exist"):
         BPETokenizer.load(tmp_path / "nope.bpe")
 
 
