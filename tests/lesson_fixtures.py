@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .lesson03_fixtures import LESSON03_WRONG_VISIBLE_ONLY
 from .lesson04_fixtures import LESSON04_WRONG_VISIBLE_ONLY
+from .lesson05_fixtures import LESSON05_WRONG_VISIBLE_ONLY
 
 LESSON01_SOLUTION_IDS: list[str] = [
     "bpe_pair_counts",
@@ -66,4 +67,5 @@ WRONG_VISIBLE_ONLY: dict[str, dict[str, str]] = {
     "01_tokenization": LESSON01_WRONG_VISIBLE_ONLY,
     "03_embeddings": LESSON03_WRONG_VISIBLE_ONLY,
     "04_attention": LESSON04_WRONG_VISIBLE_ONLY,
+    "05_gpt": LESSON05_WRONG_VISIBLE_ONLY,
 }
