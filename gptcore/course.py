@@ -94,7 +94,9 @@ def _kernel_dir(base: Path) -> Path:
 @contextlib.contextmanager
 def _grading_environment(tmp: Path) -> Iterator[None]:
     """Environment for nbgrader: alembic and the kernel found without an activated venv."""
-    saved = {k: os.environ.get(k) for k in ("PATH", "JUPYTER_PATH", "MPLBACKEND")}
+    saved = {
+        k: os.environ.get(k) for k in ("PATH", "JUPYTER_PATH", "MPLBACKEND", "GPTCORE_LESSON_SECONDS")
+    }
     # nbgrader's Gradebook shells out to `alembic`, which lives next to this
     # interpreter; a venv used without `activate` does not have it on PATH.
     bindir = str(Path(sys.executable).parent)
@@ -103,6 +105,9 @@ def _grading_environment(tmp: Path) -> Iterator[None]:
     old_jp = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = jupyter_path + (os.pathsep + old_jp if old_jp else "")
     os.environ["MPLBACKEND"] = "Agg"  # grading is headless
+    # Lessons that train for minutes shorten their run when graded; no graded
+    # answer depends on it. A learner or instructor may still set it.
+    os.environ.setdefault("GPTCORE_LESSON_SECONDS", "10")
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from .lesson03_fixtures import LESSON03_WRONG_VISIBLE_ONLY
 from .lesson04_fixtures import LESSON04_WRONG_VISIBLE_ONLY
 from .lesson05_fixtures import LESSON05_WRONG_VISIBLE_ONLY
+from .lesson06_fixtures import LESSON06_WRONG_VISIBLE_ONLY
 
 LESSON01_SOLUTION_IDS: list[str] = [
     "bpe_pair_counts",
@@ -68,4 +69,5 @@ WRONG_VISIBLE_ONLY: dict[str, dict[str, str]] = {
     "03_embeddings": LESSON03_WRONG_VISIBLE_ONLY,
     "04_attention": LESSON04_WRONG_VISIBLE_ONLY,
     "05_gpt": LESSON05_WRONG_VISIBLE_ONLY,
+    "06_training": LESSON06_WRONG_VISIBLE_ONLY,
 }

@@ -1,0 +1,469 @@
+"""gptcore.checks.training: right answers pass, plausible wrong answers fail with the hint.
+
+The right answers are gptcore.train's own functions and the solution cells of
+the lesson notebook (executed here from the notebook's JSON). Each wrong answer
+is a mistake a learner could make; its check must fail with a message that
+names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from gptcore.checks import training as checks
+from gptcore.train import estimate_loss as ref_estimate_loss
+from gptcore.train import get_batch as ref_get_batch
+from gptcore.train import lr_at as ref_lr_at
+from gptcore.train import optimization_step as ref_optimization_step
+
+from .conftest import ROOT
+from .lesson06_fixtures import (
+    LESSON06_POINTS,
+    LESSON06_SOLUTION_IDS,
+    LESSON06_WRONG_VISIBLE_ONLY,
+)
+
+NOTEBOOK = ROOT / "solutions" / "06_training" / "06_training.ipynb"
+HIDDEN = "### BEGIN HIDDEN TESTS"
+
+# The arguments of the notebook's test cells: visible, then hidden.
+VISIBLE: dict[str, dict] = {
+    "get_batch": {},
+    "lr_schedule": {},
+    "optimization_step": {},
+    "estimate_loss": {},
+}
+HIDDEN_ARGS: dict[str, dict] = {
+    "get_batch": {"seed": 6061, "cases": 100, "edge_cases": True},
+    "lr_schedule": {"seed": 2024, "cases": 60, "edge_cases": True},
+    "optimization_step": {"seed": 8086, "cases": 12, "edge_cases": True},
+    "estimate_loss": {"seed": 4242, "cases": 12, "edge_cases": True},
+}
+REFERENCE = {
+    "get_batch": ref_get_batch,
+    "lr_schedule": ref_lr_at,
+    "optimization_step": ref_optimization_step,
+    "estimate_loss": ref_estimate_loss,
+}
+LEARNER_NAME = {
+    "get_batch": "get_batch",
+    "lr_schedule": "lr_at",
+    "optimization_step": "optimization_step",
+    "estimate_loss": "estimate_loss",
+}
+
+
+def _args(which: str, check: str) -> dict:
+    return (VISIBLE if which == "visible" else HIDDEN_ARGS)[check]
+
+
+# ------------------------------------------------------------------ notebook
+def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
+    nb = nbformat.read(path, as_version=4)
+    return {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in nb.cells
+        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
+    }
+
+
+@pytest.fixture(scope="module")
+def cells() -> dict[str, str]:
+    return _cells()
+
+
+def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
+    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
+    ns: dict = {}
+    exec(cells["setup"], ns)
+    for gid in LESSON06_SOLUTION_IDS:
+        exec((replace or {}).get(gid, cells[gid]), ns)
+    return ns
+
+
+@pytest.fixture(scope="module")
+def solution(cells) -> dict:
+    return _namespace(cells)
+
+
+def test_fixture_ids_and_points_match_the_notebook():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
+    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON06_SOLUTION_IDS
+    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON06_POINTS
+    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
+    for c in nb.cells:
+        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+
+
+def test_training_budget_comes_from_the_environment():
+    source = "\n".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells)
+    assert 'float(os.environ.get("GPTCORE_LESSON_SECONDS", "150"))' in source
+    assert "GPTCORE_LESSON_SECONDS=10" in source, "the markdown documents the CI setting"
+
+
+def test_setup_cell_only_imports(cells):
+    # Test cells must not depend on anything but the setup cell and the exercise cells.
+    for line in cells["setup"].splitlines():
+        assert not line.strip() or line.startswith(("import ", "from ")), line
+
+
+# --------------------------------------------------------- right answers pass
+@pytest.mark.parametrize("check", list(REFERENCE))
+@pytest.mark.parametrize("which", ["visible", "hidden"])
+def test_reference_passes(check, which):
+    getattr(checks, check)(REFERENCE[check], **_args(which, check))
+
+
+@pytest.mark.parametrize("check", list(REFERENCE))
+@pytest.mark.parametrize("which", ["visible", "hidden"])
+def test_notebook_solution_passes(solution, check, which):
+    getattr(checks, check)(solution[LEARNER_NAME[check]], **_args(which, check))
+
+
+def test_notebook_test_cells_run_on_the_solution(cells, solution):
+    for gid in LESSON06_POINTS:
+        exec(cells[gid], dict(solution))
+
+
+def test_unfinished_exercise_raises_not_implemented():
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    for check in REFERENCE:
+        with pytest.raises(NotImplementedError):
+            getattr(checks, check)(stub)
+
+
+def test_checks_leave_random_state_and_threads_alone():
+    torch.manual_seed(123)
+    state, threads = torch.get_rng_state(), torch.get_num_threads()
+    for check, fn in REFERENCE.items():
+        getattr(checks, check)(fn)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
+
+
+# ------------------------------------------------------- wrong answers fail
+# get_batch
+def batcher(*, shift=1, high=None, dtype=torch.long, swap=False, whole=False, transpose=False,
+            use_gen=True, extra_draw=False, y_redraw=False, as_list=False, mutate=False):  # fmt: skip
+    """A batch sampler with one configurable mistake."""
+
+    def get_batch(data, batch_size, block_size, generator=None):
+        n = len(data)
+        top = n - block_size if high is None else high(n, block_size)
+        g = generator if use_gen else None
+        ix = torch.randint(top, (batch_size,), generator=g)
+        width = block_size + 1 if whole else block_size
+        x = torch.stack([data[i : i + width] for i in ix.tolist()])
+        if y_redraw:
+            ix = torch.randint(top, (batch_size,), generator=g)
+        y = torch.stack([data[i + shift : i + shift + block_size] for i in ix.tolist()])
+        if extra_draw:
+            torch.rand(1, generator=g)
+        if mutate:
+            data[0] = data[0] + 1
+        x, y = x.to(dtype), y.to(dtype)
+        if transpose:
+            x, y = x.T, y.T
+        out = (y, x) if swap else (x, y)
+        return list(out) if as_list else out
+
+    return get_batch
+
+
+WRONG_BATCH = [
+    (batcher(shift=0), "targets not shifted by one"),
+    (batcher(swap=True), "return (x, y)"),
+    (batcher(high=lambda n, t: n - t - 1), "window start range"),
+    (batcher(high=lambda n, t: n - t + 1), "len(data) - block_size"),
+    (batcher(high=lambda n, t: n), "len(data) - block_size"),
+    (batcher(whole=True), "whole window"),
+    (batcher(transpose=True), "batch comes first"),
+    (batcher(use_gen=False), "not the ones the generator picks"),
+    (batcher(extra_draw=True), "the first call was right but the second was not"),
+    (batcher(y_redraw=True), "y is not that window shifted by one"),
+    (batcher(as_list=True), "must return a tuple"),
+    (batcher(dtype=torch.int32), "dtype torch.int64"),
+    (batcher(mutate=True), "changed data"),
+    (lambda data, b, t, g=None: (data[:t], data[1 : t + 1]), "Stack batch_size windows"),
+]
+
+
+def _no_long(data, batch_size, block_size, generator=None):
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([data[i : i + block_size] for i in ix.tolist()])
+    y = torch.stack([data[i + 1 : i + 1 + block_size] for i in ix.tolist()])
+    return x, y  # int64 only when data is
+
+
+HIDDEN_ONLY_BATCH = [(_no_long, "convert with .long()")]
+
+
+# lr_at
+def schedule(*, warm=None, decay=None, after=None, warm_until=None, progress=None, angle=math.pi,
+             scale=None, floor=None, as_tensor=False):  # fmt: skip
+    """An lr_at with one configurable mistake."""
+
+    def lr_at(step, *, lr, min_lr, warmup_iters, decay_iters):
+        w, d = warmup_iters, decay_iters
+        until = warm_until(w) if warm_until else w
+        if step < until:
+            value = warm(step, lr, w) if warm else lr * (step + 1) / w
+        elif step >= d:
+            value = after(step, lr, min_lr, w, d) if after else min_lr
+        else:
+            p = progress(step, w, d) if progress else (step - w) / (d - w)
+            if decay:
+                value = decay(p, lr, min_lr)
+            else:
+                bottom = min_lr if floor is None else floor(min_lr)
+                top = (lr - bottom) if scale is None else scale(lr, bottom)
+                value = bottom + 0.5 * (1 + math.cos(angle * p)) * top
+        return torch.tensor(value) if as_tensor else value
+
+    return lr_at
+
+
+def _cosine_forever(step, lr, min_lr, w, d):
+    return min_lr + 0.5 * (1 + math.cos(math.pi * (step - w) / (d - w))) * (lr - min_lr)
+
+
+WRONG_LR = [
+    (schedule(warm=lambda s, lr, w: lr * s / w), "warmup starting at 0"),
+    (schedule(warm=lambda s, lr, w: lr * (s + 1) / (w + 1)), "reaches lr exactly at step"),
+    (schedule(warm_until=lambda w: w + 1), "already belongs to the cosine"),
+    (schedule(floor=lambda m: 0.0), "cosine not reaching min_lr"),
+    (schedule(scale=lambda lr, m: lr), "scale the cosine by (lr - min_lr)"),
+    (schedule(progress=lambda s, w, d: s / d), "progress starts at 0 when warmup ends"),
+    (schedule(progress=lambda s, w, d: (s - w) / d), "cosine not reaching min_lr at decay_iters"),
+    (schedule(after=_cosine_forever), "climbs back"),
+    (schedule(after=lambda s, lr, m, w, d: 0.0), "not 0"),
+    (schedule(after=lambda s, lr, m, w, d: lr), "not lr"),
+    (schedule(decay=lambda p, lr, m: lr - (lr - m) * p), "not a straight line"),
+    (schedule(angle=1.0), "multiply progress by pi"),
+    (schedule(angle=2 * math.pi), "not a whole one"),
+    (schedule(as_tensor=True), "must be a Python float"),
+    (lambda step, **kw: round(ref_lr_at(step, **kw)), "must be a float"),
+    (lambda step, lr, min_lr, warmup, decay: lr, "four keyword arguments"),
+]
+
+
+def _nanogpt_lr(step, *, lr, min_lr, warmup_iters, decay_iters):
+    if step < warmup_iters:
+        return lr * (step + 1) / warmup_iters
+    if step > decay_iters:
+        return min_lr
+    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+HIDDEN_ONLY_LR = [(_nanogpt_lr, "no decay phase")]
+
+
+# optimization_step
+def stepper(*, divide=True, clip_each=False, zero=True, zero_each=False, train=True,
+            loss_kind="mean", norm_after=False, do_step=True, clip_always=False,
+            step_then_clip=False, as_tensors=False, as_list=False, use_autocast=True,
+            call_autocast=True, sync="last", one_backward=False, materialise=True):  # fmt: skip
+    """An optimization_step with one configurable mistake."""
+
+    def optimization_step(model, optimizer, batches, grad_clip=1.0, *,
+                          autocast=contextlib.nullcontext, no_sync=None):  # fmt: skip
+        if materialise:
+            batches = list(batches)
+        n = len(batches)
+        if train:
+            model.train()
+        if zero:
+            optimizer.zero_grad()
+        losses, pending = [], []
+        for i, (x, y) in enumerate(batches):
+            last = i == n - 1
+            if zero_each:
+                optimizer.zero_grad()
+            wanted = sync == "all" or (sync == "last" and not last)
+            ctx = no_sync() if no_sync is not None and wanted else contextlib.nullcontext()
+            with ctx:
+                amp = (autocast() if call_autocast else autocast) if use_autocast else None
+                with amp or contextlib.nullcontext():
+                    _, loss = model(x, y)
+                if one_backward:
+                    pending.append(loss / n)
+                else:
+                    (loss / n if divide else loss).backward()
+            losses.append(loss.detach())
+            if clip_each and grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if one_backward:
+            sum(pending).backward()
+        if step_then_clip:
+            optimizer.step()
+        params = [p for p in model.parameters() if p.grad is not None]
+        if grad_clip > 0 or clip_always:
+            norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        if norm_after:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        if do_step and not step_then_clip:
+            optimizer.step()
+        loss = {"mean": sum(losses) / n, "sum": sum(losses), "last": losses[-1]}[loss_kind]
+        if as_tensors:
+            return loss, norm
+        out = (float(loss), float(norm))
+        return list(out) if as_list else out
+
+    return optimization_step
+
+
+WRONG_STEP = [
+    (stepper(divide=False), "forgot to divide the loss"),
+    (stepper(clip_each=True), "clipped before accumulating all micro-batches"),
+    (stepper(zero=False), "forgot zero_grad"),
+    (stepper(zero_each=True), "zero the gradients once"),
+    (stepper(train=False), "Call model.train() first"),
+    (stepper(loss_kind="sum"), "MEAN of the micro-batch losses"),
+    (stepper(loss_kind="last"), "not the last one"),
+    (stepper(norm_after=True), "BEFORE clipping"),
+    (stepper(do_step=False), "forgot optimizer.step()"),
+    (stepper(step_then_clip=True), "clip before optimizer.step()"),
+    (stepper(as_tensors=True), "must be a Python float"),
+    (stepper(as_list=True), "must return a tuple"),
+    (stepper(use_autocast=False), "outside autocast"),
+    (stepper(call_autocast=False), "`with autocast():`"),
+    (stepper(sync="never"), "no_sync() must be active"),
+    (stepper(sync="all"), "no_sync() must be active"),
+    (stepper(one_backward=True), "backward pass(es)"),
+    (
+        lambda model, optimizer, batches, grad_clip=1.0: ref_optimization_step(
+            model, optimizer, batches, grad_clip
+        ),
+        "Keep the signature",
+    ),
+]
+HIDDEN_ONLY_STEP = [
+    (stepper(clip_always=True), "grad_clip=0 disables clipping"),
+    (stepper(materialise=False), "batches may be any iterable"),
+]
+
+
+# estimate_loss
+def evaluator(*, eval_mode=True, no_grad=True, restore="restore", mean="mean", same_batch=False,
+              extra_draw=False, use_autocast=True, as_tensor=False, direct_forward=False):  # fmt: skip
+    """An estimate_loss with one configurable mistake."""
+
+    def estimate_loss(model, data, batch_size, block_size, eval_iters, generator,
+                      device="cpu", autocast=contextlib.nullcontext):  # fmt: skip
+        was_training = model.training
+        if eval_mode:
+            model.eval()
+        losses = []
+        with torch.no_grad() if no_grad else contextlib.nullcontext():
+            batch = ref_get_batch(data, batch_size, block_size, generator) if same_batch else None
+            for _ in range(eval_iters):
+                x, y = batch or ref_get_batch(data, batch_size, block_size, generator)
+                with autocast() if use_autocast else contextlib.nullcontext():
+                    run = model.forward if direct_forward else model
+                    _, loss = run(x.to(device), y.to(device))
+                losses.append(loss if as_tensor else loss.item())
+            if extra_draw:
+                ref_get_batch(data, batch_size, block_size, generator)
+        if restore == "restore":
+            model.train(was_training)
+        elif restore == "train":
+            model.train()
+        total = sum(losses)
+        return {"mean": total / len(losses), "sum": total, "last": losses[-1]}[mean]
+
+    return estimate_loss
+
+
+WRONG_EVAL = [
+    (evaluator(eval_mode=False), "evaluation in train mode"),
+    (evaluator(no_grad=False), "with gradients"),
+    (evaluator(restore="none"), "Not restoring train mode"),
+    (evaluator(mean="sum"), "MEAN of the eval_iters batch losses"),
+    (evaluator(mean="last"), "not just the last"),
+    (evaluator(same_batch=True), "draw a new batch in every iteration"),
+    (evaluator(extra_draw=True), "left the generator in a different state"),
+    (evaluator(use_autocast=False), "outside autocast"),
+    (evaluator(as_tensor=True), "must be a Python float"),
+    (evaluator(direct_forward=True), "not model.forward(x, y)"),
+    (
+        lambda model, data, batch_size, block_size, eval_iters, generator: ref_estimate_loss(
+            model, data, batch_size, block_size, eval_iters, generator
+        ),
+        "keep this signature",
+    ),
+]
+HIDDEN_ONLY_EVAL = [(evaluator(restore="train"), "but it was in eval mode before the call")]
+
+WRONG = (
+    [("get_batch", f, h) for f, h in WRONG_BATCH]
+    + [("lr_schedule", f, h) for f, h in WRONG_LR]
+    + [("optimization_step", f, h) for f, h in WRONG_STEP]
+    + [("estimate_loss", f, h) for f, h in WRONG_EVAL]
+)
+HIDDEN_ONLY = (
+    [("get_batch", f, h) for f, h in HIDDEN_ONLY_BATCH]
+    + [("lr_schedule", f, h) for f, h in HIDDEN_ONLY_LR]
+    + [("optimization_step", f, h) for f, h in HIDDEN_ONLY_STEP]
+    + [("estimate_loss", f, h) for f, h in HIDDEN_ONLY_EVAL]
+)
+
+
+@pytest.mark.parametrize(("check", "fn", "hint"), WRONG, ids=[f"{c}-{h}" for c, _, h in WRONG])
+@pytest.mark.parametrize("which", ["visible", "hidden"])
+def test_wrong_answer_fails_with_hint(check, fn, hint, which):
+    with pytest.raises(AssertionError) as failure:
+        getattr(checks, check)(fn, **_args(which, check))
+    assert hint in str(failure.value), str(failure.value)
+
+
+@pytest.mark.parametrize(
+    ("check", "fn", "hint"), HIDDEN_ONLY, ids=[f"{c}-{h}" for c, _, h in HIDDEN_ONLY]
+)
+def test_edge_case_mistake_fails_only_hidden(check, fn, hint):
+    getattr(checks, check)(fn, **VISIBLE[check])
+    with pytest.raises(AssertionError) as failure:
+        getattr(checks, check)(fn, **HIDDEN_ARGS[check])
+    assert hint in str(failure.value), str(failure.value)
+
+
+def test_messages_name_the_call_and_both_results():
+    with pytest.raises(AssertionError) as failure:
+        checks.get_batch(batcher(shift=0))
+    message = str(failure.value)
+    assert "get_batch(tensor([100, 101, … 20 ids]), batch_size=4, block_size=5" in message
+    assert "generator=torch.Generator().manual_seed(0))" in message
+    assert "expected: [[" in message and "got:      [[" in message
+
+    with pytest.raises(AssertionError) as failure:
+        checks.lr_schedule(schedule(warm=lambda s, lr, w: lr * s / w))
+    message = str(failure.value)
+    assert "lr_at(0, lr=1.0, min_lr=0.1, warmup_iters=10, decay_iters=110)" in message
+    assert "expected: 0.1" in message and "got:      0.0" in message
+
+
+# ----------------------------------------------------------- the wrong fixture
+def test_wrong_visible_only_fixture(cells):
+    """The fixture passes its exercise's visible test cell and fails the hidden tests."""
+    for gid, source in LESSON06_WRONG_VISIBLE_ONLY.items():
+        assert gid in LESSON06_SOLUTION_IDS
+        ns = _namespace(cells, replace={gid: source})
+        test_source = cells[f"{gid}_tests"]
+        visible = test_source.split(HIDDEN)[0]
+        exec(visible, dict(ns))  # passes
+        with pytest.raises(AssertionError):
+            exec(test_source, dict(ns))
+        for other in LESSON06_POINTS:  # every other test cell still passes
+            if other != f"{gid}_tests":
+                exec(cells[other], dict(ns))
