@@ -124,7 +124,7 @@ class NGramModel:
     smoothing: Smoothing = "add_k"
     lambdas: Sequence[float] | None = None  # interpolation weights of orders 1..n
     _grams: list[Counter[tuple[int, ...]]] = field(default_factory=list, init=False, repr=False)
-    _index: dict[int, dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]]] = field(
+    _index: dict[int, dict[tuple[int, ...], tuple[list[int], list[int]]]] = field(
         default_factory=dict, init=False, repr=False
     )
 
@@ -191,7 +191,7 @@ class NGramModel:
         if m not in self._index:
             self._build_index(m)
         entry = self._index[m].get(ctx)
-        return 0 if entry is None else int(entry[1].sum())
+        return 0 if entry is None else sum(entry[1])
 
     def _build_index(self, m: int) -> None:
         """context -> (next ids, counts), for whole-distribution queries of order m."""
@@ -200,10 +200,9 @@ class NGramModel:
             ws, cs = groups.setdefault(gram[:-1], ([], []))
             ws.append(gram[-1])
             cs.append(c)
-        self._index[m] = {
-            ctx: (torch.tensor(ws), torch.tensor(cs, dtype=torch.float64))
-            for ctx, (ws, cs) in groups.items()
-        }
+        # Plain lists: tensors are made per query. Making two per context here
+        # took seconds for GPT-2's hundreds of thousands of contexts.
+        self._index[m] = groups
 
     def _order_probs(self, ctx: tuple[int, ...]) -> torch.Tensor | None:
         """Add-k distribution of order len(ctx)+1, or None if ctx was never seen and k = 0."""
@@ -216,7 +215,7 @@ class NGramModel:
             return None if k == 0 else torch.full((V,), 1.0 / V, dtype=torch.float64)
         ws, cs = entry
         counts = torch.zeros(V, dtype=torch.float64)
-        counts[ws] = cs
+        counts[torch.tensor(ws)] = torch.tensor(cs, dtype=torch.float64)
         return smoothed_probs(counts, k)
 
     # ----------------------------------------------------------- distributions

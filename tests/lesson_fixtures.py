@@ -12,6 +12,7 @@ For each lesson:
 
 from __future__ import annotations
 
+from .lesson02_fixtures import LESSON02_WRONG_VISIBLE_ONLY
 from .lesson03_fixtures import LESSON03_WRONG_VISIBLE_ONLY
 from .lesson04_fixtures import LESSON04_WRONG_VISIBLE_ONLY
 from .lesson05_fixtures import LESSON05_WRONG_VISIBLE_ONLY
@@ -66,6 +67,7 @@ def train_bpe(
 # Every lesson's wrong-but-visible-passing submissions, by lesson name.
 WRONG_VISIBLE_ONLY: dict[str, dict[str, str]] = {
     "01_tokenization": LESSON01_WRONG_VISIBLE_ONLY,
+    "02_ngram": LESSON02_WRONG_VISIBLE_ONLY,
     "03_embeddings": LESSON03_WRONG_VISIBLE_ONLY,
     "04_attention": LESSON04_WRONG_VISIBLE_ONLY,
     "05_gpt": LESSON05_WRONG_VISIBLE_ONLY,
