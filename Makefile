@@ -38,8 +38,9 @@ lab: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Two workers: most of the time goes into executing notebooks, one kernel per core.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # Instructor: regenerate lessons/ from solutions/ (via a temporary directory).
 lessons: setup
