@@ -5,6 +5,8 @@ Generation picks a token from it, appends it, and asks again. The pieces:
 
 - ``apply_temperature``: divide logits by T. T < 1 sharpens the distribution,
   T > 1 flattens it, T = 0 means greedy (always the most likely token).
+- ``softmax_with_temperature``: the probabilities softmax(logits / T),
+  computed without overflow.
 - ``top_k_filter``: keep the k highest logits, drop the rest (-inf).
 - ``top_p_filter``: keep the smallest set of most likely tokens whose total
   probability reaches p (nucleus sampling), drop the rest.
@@ -29,6 +31,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 import torch
 from torch import nn
 
+from .attention import stable_softmax
 from .ngram import sample_next
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "check_sampling_args",
     "generate",
     "sample_token",
+    "softmax_with_temperature",
     "stream",
     "top_k_filter",
     "top_p_filter",
@@ -59,6 +63,16 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits / temperature
 
 
+def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Probabilities softmax(logits / T) along the last dim: (..., V) -> (..., V), same dtype.
+
+    Stable for any logits: the max is subtracted before ``exp`` (see
+    ``gptcore.attention.stable_softmax``), so logits of 1000 do not overflow.
+    A logit of -inf gets probability exactly 0. Temperature must be > 0.
+    """
+    return stable_softmax(apply_temperature(logits, temperature), dim=-1)
+
+
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Set every logit below the k-th largest to -inf, along the last dim (..., V).
 
@@ -77,7 +91,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     Shape (..., V) in and out; dropped logits become -inf.
     """
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V)
-    probs = torch.softmax(sorted_logits, dim=-1)
+    probs = stable_softmax(sorted_logits, dim=-1)
     mass_before = torch.cumsum(probs, dim=-1) - probs  # (..., V)
     drop_sorted = mass_before >= p
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
@@ -105,7 +119,7 @@ def sample_token(
         logits = top_k_filter(logits, top_k)
     if top_p is not None and top_p < 1.0:
         logits = top_p_filter(logits, top_p)
-    return sample_next(torch.softmax(logits, dim=-1), generator)
+    return sample_next(stable_softmax(logits, dim=-1), generator)
 
 
 @torch.inference_mode()

@@ -17,6 +17,7 @@ from .lesson03_fixtures import LESSON03_WRONG_VISIBLE_ONLY
 from .lesson04_fixtures import LESSON04_WRONG_VISIBLE_ONLY
 from .lesson05_fixtures import LESSON05_WRONG_VISIBLE_ONLY
 from .lesson06_fixtures import LESSON06_WRONG_VISIBLE_ONLY
+from .lesson07_fixtures import LESSON07_WRONG_VISIBLE_ONLY
 
 LESSON01_SOLUTION_IDS: list[str] = [
     "bpe_pair_counts",
@@ -72,4 +73,5 @@ WRONG_VISIBLE_ONLY: dict[str, dict[str, str]] = {
     "04_attention": LESSON04_WRONG_VISIBLE_ONLY,
     "05_gpt": LESSON05_WRONG_VISIBLE_ONLY,
     "06_training": LESSON06_WRONG_VISIBLE_ONLY,
+    "07_sampling": LESSON07_WRONG_VISIBLE_ONLY,
 }
