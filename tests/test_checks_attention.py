@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -27,6 +26,7 @@ from gptcore.model import GPTConfig
 
 from .conftest import ROOT
 from .lesson04_fixtures import LESSON04_POINTS, LESSON04_SOLUTION_IDS, LESSON04_WRONG_VISIBLE_ONLY
+from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
 
 NOTEBOOK = ROOT / "solutions" / "04_attention" / "04_attention.ipynb"
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -60,12 +60,7 @@ def _one_thread():
 
 # ------------------------------------------------------------------ notebook
 def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
-    }
+    return grade_cells(path)
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +70,7 @@ def cells() -> dict[str, str]:
 
 def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
     """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    ns: dict = {}
-    threads = torch.get_num_threads()
-    exec(cells["setup"], ns)
-    torch.set_num_threads(threads)  # the setup cell sets one thread; leave the fixture in charge
-    for gid in LESSON04_SOLUTION_IDS:
-        exec((replace or {}).get(gid, cells[gid]), ns)
-    return ns
+    return run_solutions(cells, LESSON04_SOLUTION_IDS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +79,7 @@ def solution(cells) -> dict:
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON04_SOLUTION_IDS
-    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON04_POINTS
-    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
-    assert 10 <= sum(LESSON04_POINTS.values()) <= 20
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    for c in nb.cells:
-        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+    assert_metadata_matches(NOTEBOOK, LESSON04_SOLUTION_IDS, LESSON04_POINTS)
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

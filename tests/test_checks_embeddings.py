@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -25,6 +24,7 @@ from gptcore.train import train_step as ref_train_step
 
 from .conftest import ROOT
 from .lesson03_fixtures import LESSON03_POINTS, LESSON03_SOLUTION_IDS, LESSON03_WRONG_VISIBLE_ONLY
+from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
 
 NOTEBOOK = ROOT / "solutions" / "03_embeddings" / "03_embeddings.ipynb"
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -66,12 +66,7 @@ def _one_thread():
 
 # ------------------------------------------------------------------ notebook
 def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
-    }
+    return grade_cells(path)
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +87,7 @@ def data(shakespeare) -> dict:
 
 def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
     """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    ns: dict = {}
-    exec(cells["setup"], ns)
-    for gid in LESSON03_SOLUTION_IDS:
-        exec((replace or {}).get(gid, cells[gid]), ns)
-    return ns
+    return run_solutions(cells, LESSON03_SOLUTION_IDS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +96,7 @@ def solution(cells) -> dict:
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON03_SOLUTION_IDS
-    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON03_POINTS
-    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
-    assert 10 <= sum(LESSON03_POINTS.values()) <= 20
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    for c in nb.cells:
-        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+    assert_metadata_matches(NOTEBOOK, LESSON03_SOLUTION_IDS, LESSON03_POINTS)
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

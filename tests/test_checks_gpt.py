@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -23,6 +22,7 @@ from gptcore.model.gpt import GPT, MLP, Block, GPTConfig, LayerNorm
 
 from .conftest import ROOT
 from .lesson05_fixtures import LESSON05_POINTS, LESSON05_SOLUTION_IDS, LESSON05_WRONG_VISIBLE_ONLY
+from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
 
 NOTEBOOK = ROOT / "solutions" / "05_gpt" / "05_gpt.ipynb"
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -67,12 +67,7 @@ def run_check(check: str, *learner, args: str = "visible") -> None:
 
 # ------------------------------------------------------------------ notebook
 def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
-    }
+    return grade_cells(path)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +77,7 @@ def cells() -> dict[str, str]:
 
 def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
     """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    ns: dict = {}
-    exec(cells["setup"], ns)
-    for gid in LESSON05_SOLUTION_IDS:
-        exec((replace or {}).get(gid, cells[gid]), ns)
-    return ns
+    return run_solutions(cells, LESSON05_SOLUTION_IDS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +86,7 @@ def solution(cells) -> dict:
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON05_SOLUTION_IDS
-    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON05_POINTS
-    assert 10 <= sum(LESSON05_POINTS.values()) <= 20
-    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
-    for c in nb.cells:
-        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+    assert_metadata_matches(NOTEBOOK, LESSON05_SOLUTION_IDS, LESSON05_POINTS)
 
 
 def test_hidden_arguments_match_the_notebook(cells):

@@ -13,7 +13,6 @@ import re
 from itertools import pairwise
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -23,6 +22,7 @@ from gptcore.ngram import NGramModel, count_ngrams, nll, sample_next, smoothed_p
 
 from .conftest import ROOT
 from .lesson02_fixtures import LESSON02_POINTS, LESSON02_SOLUTION_IDS, LESSON02_WRONG_VISIBLE_ONLY
+from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
 
 NOTEBOOK = ROOT / "solutions" / "02_ngram" / "02_ngram.ipynb"
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -50,12 +50,7 @@ def run_check(check: str, fn, args: str) -> None:
 
 # ------------------------------------------------------------------ notebook
 def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
-    }
+    return grade_cells(path)
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +60,7 @@ def cells() -> dict[str, str]:
 
 def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
     """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    threads = torch.get_num_threads()  # the setup cell sets one thread; keep pytest's setting
-    ns: dict = {}
-    try:
-        exec(cells["setup"], ns)
-    finally:
-        torch.set_num_threads(threads)
-    for gid in LESSON02_SOLUTION_IDS:
-        exec((replace or {}).get(gid, cells[gid]), ns)
-    return ns
+    return run_solutions(cells, LESSON02_SOLUTION_IDS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +69,7 @@ def solution(cells) -> dict:
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON02_SOLUTION_IDS
-    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON02_POINTS
-    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
-    for c in nb.cells:
-        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert_metadata_matches(NOTEBOOK, LESSON02_SOLUTION_IDS, LESSON02_POINTS)
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

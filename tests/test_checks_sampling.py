@@ -12,7 +12,6 @@ import math
 import re
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -29,6 +28,7 @@ from gptcore.sample import (
 
 from .conftest import ROOT
 from .lesson07_fixtures import LESSON07_POINTS, LESSON07_SOLUTION_IDS, LESSON07_WRONG_VISIBLE_ONLY
+from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
 
 NOTEBOOK = ROOT / "solutions" / "07_sampling" / "07_sampling.ipynb"
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -58,12 +58,7 @@ def _args(check: str, which: str) -> dict:
 
 # ------------------------------------------------------------------ notebook
 def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
-    }
+    return grade_cells(path)
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +68,7 @@ def cells() -> dict[str, str]:
 
 def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
     """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    ns: dict = {}
-    exec(cells["setup"], ns)
-    for gid in LESSON07_SOLUTION_IDS:
-        exec((replace or {}).get(gid, cells[gid]), ns)
-    return ns
+    return run_solutions(cells, LESSON07_SOLUTION_IDS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -86,15 +77,7 @@ def solution(cells) -> dict:
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON07_SOLUTION_IDS
-    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON07_POINTS
-    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
-    assert 10 <= sum(LESSON07_POINTS.values()) <= 20
-    for c in nb.cells:
-        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert_metadata_matches(NOTEBOOK, LESSON07_SOLUTION_IDS, LESSON07_POINTS)
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

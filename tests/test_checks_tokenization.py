@@ -12,7 +12,6 @@ from collections import Counter
 from itertools import pairwise
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 import regex
@@ -23,6 +22,7 @@ from gptcore.tokenizer.bpe import _merge_pair
 
 from .conftest import ROOT
 from .lesson_fixtures import LESSON01_POINTS, LESSON01_SOLUTION_IDS, LESSON01_WRONG_VISIBLE_ONLY
+from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
 
 NOTEBOOK = ROOT / "solutions" / "01_tokenization" / "01_tokenization.ipynb"
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -46,12 +46,7 @@ HIDDEN_ARGS = {
 
 # ------------------------------------------------------------------ notebook
 def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
-    }
+    return grade_cells(path)
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +56,7 @@ def cells() -> dict[str, str]:
 
 def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
     """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    ns: dict = {}
-    exec(cells["setup"], ns)
-    for gid in LESSON01_SOLUTION_IDS:
-        exec((replace or {}).get(gid, cells[gid]), ns)
-    return ns
+    return run_solutions(cells, LESSON01_SOLUTION_IDS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +65,7 @@ def solution(cells) -> dict:
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON01_SOLUTION_IDS
-    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON01_POINTS
-    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
-    for c in nb.cells:
-        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+    assert_metadata_matches(NOTEBOOK, LESSON01_SOLUTION_IDS, LESSON01_POINTS)
 
 
 # --------------------------------------------------------- right answers pass

@@ -28,6 +28,7 @@ from .lesson06_fixtures import (
     LESSON06_SOLUTION_IDS,
     LESSON06_WRONG_VISIBLE_ONLY,
 )
+from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
 
 NOTEBOOK = ROOT / "solutions" / "06_training" / "06_training.ipynb"
 HIDDEN = "### BEGIN HIDDEN TESTS"
@@ -65,12 +66,7 @@ def _args(which: str, check: str) -> dict:
 
 # ------------------------------------------------------------------ notebook
 def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    nb = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
-    }
+    return grade_cells(path)
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +76,7 @@ def cells() -> dict[str, str]:
 
 def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
     """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    ns: dict = {}
-    exec(cells["setup"], ns)
-    for gid in LESSON06_SOLUTION_IDS:
-        exec((replace or {}).get(gid, cells[gid]), ns)
-    return ns
+    return run_solutions(cells, LESSON06_SOLUTION_IDS, replace)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +85,7 @@ def solution(cells) -> dict:
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    meta = [c.metadata["nbgrader"] for c in nb.cells if "nbgrader" in c.metadata]
-    assert [m["grade_id"] for m in meta if m["solution"]] == LESSON06_SOLUTION_IDS
-    assert {m["grade_id"]: m["points"] for m in meta if m["grade"]} == LESSON06_POINTS
-    assert len({m["grade_id"] for m in meta}) == len(meta), "grade ids must be unique"
-    for c in nb.cells:
-        assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+    assert_metadata_matches(NOTEBOOK, LESSON06_SOLUTION_IDS, LESSON06_POINTS)
 
 
 def test_training_budget_comes_from_the_environment():
