@@ -10,13 +10,12 @@ vocabulary), fp32, dropout 0, training mode:
   llms-from-scratch``), the model of Raschka's book.
 
 Each step is zero_grad, forward, cross-entropy, backward. The figure is the
-median step time after warm-up; ratios > 1 mean gptcore is faster.
+best step time after warm-up, the peers timed in turn; ratios > 1 mean gptcore is faster.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -25,15 +24,19 @@ import torch.nn.functional as F
 from gptcore.model import GPT, GPTConfig
 
 
-def _time(step, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
+def _time_interleaved(steps: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Best step time of each peer, timed round-robin so that a change in the
+    machine's load hits every peer alike instead of whichever runs at the time."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def gptcore_step(cfg: GPTConfig, x, y):
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"preset {args.preset}: {cfg}; batch {args.batch}; {args.threads} threads; fp32; torch {torch.__version__}"
     )
-    results = {}
+    steps, sizes = {}, {}
     for name, make in [
         ("gptcore GPT", gptcore_step),
         ("HF GPT2LMHeadModel", hf_step),
@@ -124,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         if step is None:
             print(f"{name:28} not installed, skipped")
             continue
-        results[name] = _time(step, args.repeats)
-        tok_s = args.batch * cfg.block_size / results[name]
-        print(f"{name:28} {results[name] * 1000:9.1f} ms/step  {tok_s:9,.0f} tok/s  {n:,} params")
+        steps[name], sizes[name] = step, n
+    results = _time_interleaved(steps, args.repeats)
+    for name, t in results.items():
+        tok_s = args.batch * cfg.block_size / t
+        print(f"{name:28} {t * 1000:9.1f} ms/step  {tok_s:9,.0f} tok/s  {sizes[name]:,} params")
     base = results["gptcore GPT"]
     for name, t in results.items():
         if name != "gptcore GPT":
