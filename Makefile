@@ -32,8 +32,9 @@ $(STAMP): pyproject.toml
 	  echo "note: Tiny Shakespeare not fetched (offline?); the lessons will fetch it on first use"
 	@touch $(STAMP)
 
+# --allow-root only where it is needed (containers, CI); Jupyter refuses root otherwise.
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.root_dir=lessons
+	$(BIN)/jupyter lab --ServerApp.root_dir=lessons $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: setup
 	$(BIN)/ruff check .
