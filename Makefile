@@ -15,9 +15,22 @@ ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
 export GPTCORE_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: setup lab test lint lessons check-lessons grade bench clean
+.PHONY: setup sandbox-tool lab test lint lessons check-lessons grade bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox-tool
+
+# The grading sandbox (gptcore class autograde) uses bubblewrap. Installed with apt-get
+# when running as root and missing; skipped quietly otherwise (grading then reports
+# that the sandbox was off).
+sandbox-tool:
+	@command -v bwrap >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  ! command -v apt-get >/dev/null 2>&1 || { \
+	    echo "installing bubblewrap (the grading sandbox) with apt-get"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && \
+	      apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || \
+	    echo "note: bubblewrap not installed; grading will run without a sandbox"; }
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \

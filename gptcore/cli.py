@@ -4,6 +4,7 @@ gptcore grade lessons/01_tokenization     self-grade a lesson, hidden tests incl
 gptcore release [--check] [LESSON ...]     regenerate lessons/ from solutions/
 gptcore tokenize [--tokenizer gpt2] TEXT   show how a tokenizer splits text
 gptcore data [NAME]                        fetch a corpus (checksummed) and print its path
+gptcore class collect|autograde|feedback|export   instructors: grade a whole class
 """
 
 from __future__ import annotations
@@ -187,6 +188,97 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_class(args: argparse.Namespace) -> int:
+    from . import classroom
+
+    course = _course(args)
+    progress = not args.quiet  # tqdm, on stderr
+    if args.class_command == "collect":
+        report = classroom.collect(course, args.src, args.lesson, progress=progress)
+    elif args.class_command == "autograde":
+        from .sandbox import Limits
+
+        limits = Limits(memory_bytes=args.memory << 20) if args.memory else None
+        report = classroom.autograde(
+            course,
+            args.lesson,
+            students=args.students.split(",") if args.students else None,
+            workers=args.workers,
+            sandbox=args.sandbox,
+            cell_timeout=args.cell_timeout,
+            notebook_timeout=args.notebook_timeout,
+            limits=limits,
+            progress=progress,
+        )
+    elif args.class_command == "feedback":
+        students = args.students.split(",") if args.students else None
+        report = classroom.feedback(course, args.lesson, students=students, progress=progress)
+    else:
+        lessons = args.lesson.split(",") if args.lesson else None
+        report = classroom.export(course, args.output, lessons=lessons, progress=progress)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 1 if any(r.status == "error" for r in report.results) else 0
+
+
+def _add_class_parser(sub) -> None:
+    c = sub.add_parser(
+        "class",
+        help="instructors: collect, autograde (parallel, sandboxed), feedback, export",
+        description="Grade a whole class with nbgrader: collect -> autograde -> feedback -> "
+        "export. The course is the checkout (or --course DIR); the gradebook is nbgrader's "
+        "(db_url in nbgrader_config.py).",
+    )
+    cs = c.add_subparsers(dest="class_command", required=True, parser_class=_OneLineParser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--course", help="the course folder (default: found above the cwd)")
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    co = cs.add_parser("collect", help="copy submissions into submitted/<student>/<lesson>/")
+    co.add_argument("src", help="a folder with one entry per student (folder or .ipynb)")
+    co.add_argument("--lesson", required=True, help="the lesson, e.g. 01_tokenization")
+    common(co)
+
+    a = cs.add_parser("autograde", help="grade every submission of a lesson")
+    a.add_argument("lesson", help="the lesson, e.g. 01_tokenization")
+    a.add_argument("--students", help="comma-separated student ids (default: all)")
+    a.add_argument("--workers", type=int, default=None, help="parallel workers (default: cores)")
+    a.add_argument(
+        "--sandbox",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto (default): bubblewrap when it works here, else off with a warning",
+    )
+    a.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=None,
+        metavar="S",
+        help="seconds per cell (default: Execute.timeout in nbgrader_config.py)",
+    )
+    a.add_argument(
+        "--notebook-timeout",
+        type=int,
+        default=1200,
+        metavar="S",
+        help="seconds per notebook, kernel start included (default 1200)",
+    )
+    a.add_argument("--memory", type=int, default=None, metavar="MiB", help="memory per kernel")
+    common(a)
+
+    f = cs.add_parser("feedback", help="HTML feedback for students, hidden tests removed")
+    f.add_argument("lesson")
+    f.add_argument("--students", help="comma-separated student ids (default: all graded)")
+    common(f)
+
+    e = cs.add_parser("export", help="grades as CSV (the columns of nbgrader export)")
+    e.add_argument("-o", "--output", default="grades.csv", help="the CSV file (grades.csv)")
+    e.add_argument("--lesson", help="comma-separated lessons (default: all)")
+    common(e)
+    c.set_defaults(func=cmd_class)
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line that says what to change, not a usage dump."""
 
@@ -245,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="list corpora, or fetch one and print its local path")
     d.add_argument("name", nargs="?", help="a corpus name, e.g. tinyshakespeare")
     d.set_defaults(func=cmd_data)
+
+    _add_class_parser(sub)
     return p
 
 

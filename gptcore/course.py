@@ -95,7 +95,8 @@ def _kernel_dir(base: Path) -> Path:
 def _grading_environment(tmp: Path) -> Iterator[None]:
     """Environment for nbgrader: alembic and the kernel found without an activated venv."""
     saved = {
-        k: os.environ.get(k) for k in ("PATH", "JUPYTER_PATH", "MPLBACKEND", "GPTCORE_LESSON_SECONDS")
+        k: os.environ.get(k)
+        for k in ("PATH", "JUPYTER_PATH", "MPLBACKEND", "GPTCORE_LESSON_SECONDS")
     }
     # nbgrader's Gradebook shells out to `alembic`, which lives next to this
     # interpreter; a venv used without `activate` does not have it on PATH.
