@@ -269,6 +269,8 @@ def _ro_paths(private: list[str] | None = None) -> list[str]:
     import gptcore
 
     paths += [str(Path(gptcore.__file__).resolve().parent)]
+    # Site folders added by .pth files or PYTHONPATH (never the checkout itself).
+    paths += [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
     paths += [p for p in _data_dirs() if p]
     keep = []
     for p in sorted(set(paths), key=len):

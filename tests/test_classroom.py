@@ -12,15 +12,18 @@ import contextlib
 import csv
 import hashlib
 import html
+import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -276,6 +279,166 @@ def test_without_a_sandbox_grading_works_and_says_so(klass, tmp_path, monkeypatc
     assert not (klass.root / "gradebook.db").exists()
 
 
+def _class_cli(python: str, *args: str) -> list[str]:
+    return [python, "-m", "gptcore.cli", "class", *args]
+
+
+def _as_nobody() -> list[str]:
+    """The command prefix that runs a process as ``nobody`` (we are root)."""
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
+def _shared_dir(prefix: str) -> Path:
+    """A fresh folder that ``nobody`` owns, outside pytest's private (0700) tmp_path."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    os.chown(path, 65534, 65534)
+    return path
+
+
+@contextlib.contextmanager
+def _postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server on a Unix socket; yields its SQLAlchemy URL.
+
+    Uses Debian's ``postgresql`` package (CI installs it). PostgreSQL refuses
+    to run as root, so the server runs as ``nobody``.
+    """
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    missing = not bins or os.geteuid() != 0 or not shutil.which("setpriv")
+    if missing or importlib.util.find_spec("psycopg2") is None:
+        why = "needs root, Debian's postgresql package and psycopg2-binary (CI has all three)"
+        if os.environ.get("GPTCORE_REQUIRE_POSTGRES") == "1":  # CI: never skip quietly
+            pytest.fail(why)
+        pytest.skip(why)
+    bindir = bins[-1].parent
+    base = _shared_dir("gptcore-pg-")
+    data, sock = base / "data", base / "sock"
+    run = lambda *cmd: subprocess.run(  # noqa: E731
+        [*_as_nobody(), *cmd], check=True, capture_output=True, text=True, timeout=120
+    )
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "grader", "--auth=trust", "-E", "UTF8")
+        run("mkdir", "-m", "700", str(sock))
+        opts = f"-k {sock} -c listen_addresses='' -c fsync=off"
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+        )
+        try:
+            run(str(bindir / "createdb"), "-h", str(sock), "-U", "grader", "gradebook")
+            yield f"postgresql+psycopg2://grader@/gradebook?host={sock}"
+        finally:
+            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_postgresql_gradebook(klass, tmp_path):
+    """nbgrader's db_url: the same commands with the gradebook in PostgreSQL."""
+    with _postgres() as url:
+        with (klass.root / "nbgrader_config.py").open("a") as f:
+            f.write(f"\nc.CourseDirectory.db_url = {url!r}\n")
+        submit(klass, "alice", FULL)
+        submit(klass, "bob", {"add": ADD, "mul": "def mul(a, b):\n    return a + b"})
+        report = classroom.autograde(klass, LESSON, cell_timeout=30, progress=False)
+        assert scores(report) == {
+            "alice": POINTS,
+            "bob": {"add_test": 2, "merge_test": 0, "mul_test": 0},
+        }
+        from nbgrader.api import Gradebook
+
+        with classroom._quiet_gradebook(), Gradebook(url) as gb:
+            got = {s.student.id: s.score for s in gb.find_assignment(LESSON).submissions}
+        assert got == {"alice": 5.0, "bob": 2.0}
+        assert not (klass.root / "gradebook.db").exists(), "nothing went to SQLite"
+        assert classroom.feedback(klass, LESSON, progress=False).results[1].status == "ok"
+        classroom.export(klass, tmp_path / "g.csv", progress=False)
+        rows = list(csv.DictReader((tmp_path / "g.csv").open()))
+        assert [(r["student_id"], float(r["score"])) for r in rows] == [
+            ("alice", 5.0),
+            ("bob", 2.0),
+        ]
+
+
+def _python_for_nobody(base: Path) -> str | None:
+    """A Python that ``nobody`` can run with this environment's packages, or None.
+
+    This interpreter may live where only root can reach (pyenv under /root): build
+    a venv in ``base`` on the system's same-version Python whose .pth file adds
+    our site-packages, and check that it can start itself again (workers do).
+    """
+    import sysconfig
+
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not system.is_file():
+        return None
+    venv = base / "venv"
+    subprocess.run([str(system), "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = sysconfig.get_paths()["purelib"]
+    purelib = next(venv.glob("lib/python*/site-packages"))
+    (purelib / "gptcore-test.pth").write_text(f"import site; site.addsitedir({site!r})\n")
+    subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    probe_code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import gptcore.classroom'], check=True)"
+    ok = subprocess.run([*_as_nobody(), python, "-c", probe_code], capture_output=True)
+    return python if ok.returncode == 0 else None
+
+
+def test_grading_as_a_normal_user(klass):
+    """Not root: no dedicated user, but bubblewrap (where the kernel allows user
+    namespaces) still hides the course; otherwise the report says the sandbox is off."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("runs the grader as nobody, which needs root")
+    submit(klass, "alice", FULL)
+    snoop = (
+        f"import os\nfound = os.path.exists({str(klass.solutions)!r})\n"
+        "def add(a, b):\n    return a + b if found else 0"
+    )
+    submit(klass, "mallory", {**FULL, "add": snoop})
+    base = _shared_dir("gptcore-nonroot-")
+    try:
+        python = _python_for_nobody(base)
+        if python is None:
+            pytest.skip("no Python here that nobody can run with these packages")
+        course = base / "course"
+        shutil.copytree(klass.root, course)
+        subprocess.run(["chown", "-R", "65534:65534", str(course)], check=True)
+        out = subprocess.run(
+            [
+                *_as_nobody(),
+                *_class_cli(python, "autograde", LESSON, "--course", str(course)),
+                "--json",
+                "--quiet",
+                "--cell-timeout",
+                "30",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HOME": str(base), "GPTCORE_SANDBOX": ""},
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        report = json.loads(out.stdout)
+        got = {r["student"]: r["total"] for r in report["results"]}
+        if report["sandbox"].startswith("sandbox on"):
+            assert "kernel runs as the grader's own user" in report["sandbox"]
+            assert "the process limit is not enforced" in report["sandbox"]
+            assert got == {"alice": 5, "mallory": 3}, "the snoop did not see solutions/"
+        else:
+            assert report["sandbox"].startswith("SANDBOX OFF: bubblewrap cannot")
+            assert got["alice"] == 5
+        assert (course / "autograded" / "mallory" / LESSON / NB).is_file()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_sandbox_fallback_when_bubblewrap_is_missing(monkeypatch):
     from gptcore import sandbox
 
@@ -312,16 +475,7 @@ def test_cli_walks_through_a_class(klass, tmp_path, capsys):
 
 def test_cli_class_errors_are_one_line(tmp_path):
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gptcore.cli",
-            "class",
-            "autograde",
-            LESSON,
-            "--course",
-            str(tmp_path),
-        ],
+        _class_cli(sys.executable, "autograde", LESSON, "--course", str(tmp_path)),
         capture_output=True,
         text=True,
     )
