@@ -93,6 +93,7 @@ __all__ = [
     "export",
     "feedback",
     "hidden_lines",
+    "leaked_lines",
 ]
 
 MiB = 1 << 20
@@ -1482,7 +1483,8 @@ def _strip_hidden(nb: dict[str, Any], secret: list[str]) -> dict[str, Any]:
     return nb
 
 
-def _leaks(text: str, secret: list[str]) -> list[str]:
+def leaked_lines(text: str, secret: list[str]) -> list[str]:
+    """The ``secret`` lines that appear in ``text``, as they are or HTML-escaped."""
     variants = lambda s: {s, html.escape(s), html.escape(s, quote=False)}  # noqa: E731
     return [s for s in secret if any(v in text for v in variants(s))]
 
@@ -1552,7 +1554,7 @@ def _feedback_one(
         return
     made = course_dir / "feedback" / student / lesson
     leaked = {
-        p.name: _leaks(p.read_text(encoding="utf-8", errors="replace"), secret)
+        p.name: leaked_lines(p.read_text(encoding="utf-8", errors="replace"), secret)
         for p in made.rglob("*")
         if p.is_file()
     }

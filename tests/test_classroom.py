@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import html
 import importlib.util
 import json
 import os
@@ -162,11 +161,10 @@ def outputs(path: Path) -> str:
 
 
 def leaked(folder: Path, line: str) -> list[str]:
-    variants = {line, html.escape(line), html.escape(line, quote=False)}
     return [
         str(p)
         for p in folder.rglob("*")
-        if p.is_file() and any(v in p.read_text(errors="replace") for v in variants)
+        if p.is_file() and classroom.leaked_lines(p.read_text(errors="replace"), [line])
     ]
 
 
@@ -212,6 +210,15 @@ def test_solutions_raise_no_review_flags(course):
             assert classroom.suspicious_code(nb, nb) == [], path
             answers = {"cells": [c for c in nb["cells"] if c["metadata"].get("nbgrader")]}
             assert classroom.suspicious_code(answers, {"cells": []}) == [], path
+
+
+def test_leak_check_sees_escaped_hidden_lines():
+    secret = ['assert f("a") < 3, "hidden"']
+    assert classroom.leaked_lines(
+        "<pre>assert f(&quot;a&quot;) &lt; 3, &quot;hidden&quot;</pre>", secret
+    )
+    assert classroom.leaked_lines('<pre>assert f("a") &lt; 3, "hidden"</pre>', secret)
+    assert classroom.leaked_lines("<pre>assert f(&quot;a&quot;) &lt; 4</pre>", secret) == []
 
 
 # ------------------------------------------------------------------ a whole class

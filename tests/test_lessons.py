@@ -115,3 +115,35 @@ def test_visible_tests_alone_do_not_earn_full_marks(course, lesson, tmp_path):
         lost = {q.grade_id for q in report.questions if q.points < q.max_points}
         assert lost == {graders[wrong_id]}, format_report(report)
         assert report.total < report.max_total
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_a_class_grades_the_lesson(course, lesson, tmp_path):
+    """`gptcore class` on the real lesson: sandboxed (where the machine allows), the
+    test guard in place, a complete and a blank submission; feedback hides the hidden tests."""
+    import shutil
+
+    from gptcore import classroom
+
+    klass = Course(tmp_path / "class")
+    shutil.copytree(course.solutions / lesson, klass.solutions / lesson)
+    shutil.copyfile(ROOT / "nbgrader_config.py", klass.root / "nbgrader_config.py")
+    source = nbformat.read(course.solutions / lesson / f"{lesson}.ipynb", as_version=4)
+    every = {_meta(c)["grade_id"] for c in source.cells if _meta(c).get("solution")}
+    for student, done in (("complete", every), ("blank", set())):
+        _submission(course, lesson, klass.root / "submitted" / student, done)
+    # One worker: pytest already runs two tests at a time on the two cores.
+    report = classroom.autograde(klass, lesson, workers=1, progress=False)
+    got = report.by_student()
+    assert got["complete"].status == "graded", report.summary()
+    assert got["complete"].total == got["complete"].max_total >= 10, report.summary()
+    assert (got["blank"].status, got["blank"].total) == ("graded", 0), report.summary()
+    for r in report.results:
+        assert not r.flags and not r.warnings, report.summary()
+    fb = classroom.feedback(klass, lesson, progress=False)
+    assert [r.status for r in fb.results] == ["ok", "ok"], fb.summary()
+    secret = classroom.hidden_lines(klass, lesson)
+    assert secret, "every lesson has hidden tests"
+    for page in (klass.root / "feedback").rglob("*.html"):
+        assert classroom.leaked_lines(page.read_text(), secret) == [], page
