@@ -68,9 +68,10 @@ __all__ = [
 KERNEL_NAME = "gptcore-sandbox"
 MiB = 1 << 20
 GiB = 1 << 30
-# Kernels run as uid/gid UID_BASE + (run offset) + worker: far above the ranges
-# that /etc/passwd, systemd's dynamic users and container mappings use.
-UID_BASE = int(os.environ.get("GPTCORE_SANDBOX_UID_BASE", "1900000000"))
+# Kernels run as uid/gid UID_BASE + 64 * (the grader's pid) + worker: far above the
+# ranges that /etc/passwd, systemd's dynamic users and container mappings use, and
+# below 2**31 even for the largest pid Linux allows (4,194,304).
+UID_BASE = int(os.environ.get("GPTCORE_SANDBOX_UID_BASE", "1800000000"))
 # Where the working copy and the private /tmp live inside the sandbox.
 SCRATCH = "/tmp"
 HOME = "/tmp/home"
@@ -240,7 +241,11 @@ def _bwrap_problem() -> str:
 
 def sandbox_uid(worker: int) -> int:
     """The dedicated uid (and gid) of worker ``worker`` of this grading run."""
-    return UID_BASE + (os.getpid() % 100_000) * 64 + worker
+    # The grader's pid makes the range unique among runs grading at the same time
+    # (killing one run's leftovers must never touch another's kernels).
+    uid = UID_BASE + os.getpid() * 64 + worker
+    assert 0 <= worker < 64 and uid < 2**32 - 2, (worker, uid)
+    return uid
 
 
 @dataclass

@@ -32,7 +32,7 @@ from gptcore import classroom
 from gptcore.cli import main
 from gptcore.course import Course
 from gptcore.release import release
-from gptcore.sandbox import UID_BASE, Limits, probe
+from gptcore.sandbox import Limits, probe, sandbox_uid
 
 from .conftest import solution_cell, test_cell
 
@@ -758,6 +758,8 @@ def test_hostile_submissions(klass, tmp_path):
 
 
 def _sandbox_processes() -> list[int]:
+    """Processes of this run's sandbox users (other tests may be grading concurrently)."""
+    mine = range(sandbox_uid(0), sandbox_uid(63) + 1)
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -765,6 +767,6 @@ def _sandbox_processes() -> list[int]:
                 uid = int((entry / "status").read_text().split("Uid:")[1].split()[0])
             except (OSError, IndexError, ValueError):
                 continue
-            if uid >= UID_BASE:
+            if uid in mine:
                 out.append(int(entry.name))
     return out
