@@ -97,7 +97,8 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 def load_checkpoint(
     run_dir: str | os.PathLike[str], model: nn.Module, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any] | None:
-    """Load the latest weights into ``model``; return the saved state (None if no checkpoint)."""
+    """Load the latest weights into ``model`` (on ``map_location``); return the saved
+    training state, on the CPU (None if there is no checkpoint)."""
     folder = latest_checkpoint(run_dir)
     if folder is None:
         return None
@@ -110,4 +111,6 @@ def load_checkpoint(
             f"unexpected {sorted(unexpected)[:3]}); "
             "was it trained with another config?"
         )
-    return torch.load(folder / "state.pt", map_location=map_location, weights_only=False)
+    # The state stays on the CPU: RNG states must be CPU ByteTensors, and the
+    # optimizer moves its moments to its parameters' device as it loads them.
+    return torch.load(folder / "state.pt", map_location="cpu", weights_only=False)

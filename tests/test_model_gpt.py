@@ -358,3 +358,16 @@ def test_flops_per_token():
     assert tiny.flops_per_token(10) == 6 * tiny.num_params(non_embedding=True) + (
         12 * c.n_layer * c.n_head * c.head_size * 10
     )
+
+
+def test_the_forward_pass_compiles_into_one_graph():
+    """torch.compile sees one graph: the token-id check (which reads ids back to the
+    host) is skipped while compiling, and still refuses bad ids otherwise."""
+    import torch._dynamo
+
+    model = GPT(GPTConfig.preset("test"))
+    idx = torch.randint(0, model.config.vocab_size, (2, 8))
+    explained = torch._dynamo.explain(model)(idx, idx)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    with pytest.raises(ValueError, match="token ids must be in"):
+        model(idx + model.config.vocab_size)

@@ -232,6 +232,21 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path):
         load_checkpoint(tmp_path, GPT(GPTConfig.preset("test", n_layer=3)))
 
 
+def test_training_state_loads_on_the_cpu_whatever_the_model_device(tmp_path, monkeypatch):
+    """RNG states must be CPU ByteTensors: resuming on a GPU once failed with
+    "RNG state must be a torch.ByteTensor" when the state followed map_location."""
+    import gptcore.checkpoint as ck
+
+    gen = torch.Generator().manual_seed(3)
+    save_checkpoint(tmp_path, _tiny_model(), {"step": 1, "batch_rng": gen.get_state()})
+    # Stand in for a CUDA model (this machine may have no GPU): the weights go to
+    # "meta", and the state must not.
+    monkeypatch.setattr(ck, "load_model", lambda *a, **k: ([], []))
+    state = load_checkpoint(tmp_path, _tiny_model(), map_location="meta")
+    assert state["batch_rng"].device.type == "cpu"
+    torch.Generator().set_state(state["batch_rng"])
+
+
 DDP_SCRIPT = """
 import json, sys
 from gptcore.train import TrainConfig, train

@@ -217,7 +217,13 @@ class GPT(nn.Module):
                 f"sequence length {start + t} exceeds block_size={self.config.block_size}; "
                 f"feed at most the last {self.config.block_size} tokens (idx[:, -block_size:])"
             )
-        if idx.numel() and (int(idx.max()) >= self.config.vocab_size or int(idx.min()) < 0):
+        # (Skipped under torch.compile, where reading the ids back would break the graph;
+        # there a bad id fails inside the embedding instead.)
+        if (
+            idx.numel()
+            and not torch.compiler.is_compiling()
+            and (int(idx.max()) >= self.config.vocab_size or int(idx.min()) < 0)
+        ):
             raise ValueError(
                 f"token ids must be in 0..{self.config.vocab_size - 1}, got {int(idx.min())}..{int(idx.max())}; "
                 "was the text encoded with a different tokenizer?"
