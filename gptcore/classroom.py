@@ -356,6 +356,9 @@ def _collect_one(entry: Path, dest: Path, names: list[str]) -> str:
             elif len(names) == 1 and len(notebooks) == 1:
                 shutil.copyfile(notebooks[0], tmp / f"{name}.ipynb")
                 note = f"{notebooks[0].name} -> {name}.ipynb"
+                # Renamed, not duplicated: a second copy would be an unknown notebook.
+                if home in notebooks[0].parents:
+                    (tmp / notebooks[0].relative_to(home)).unlink(missing_ok=True)
         if not any((tmp / f"{n}.ipynb").exists() for n in names):
             note = (
                 "no notebook "
@@ -597,7 +600,8 @@ class _Pool:
         # leaves nothing behind once the run is over.
         scratch = Path(tempfile.mkdtemp(prefix=f"w{k}-", dir=self.tmp))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gptcore.classroom", "--worker", str(path)],
+            # -I: the same gptcore as this process, never one in the current folder.
+            [sys.executable, "-I", "-m", "gptcore.classroom", "--worker", str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -1356,6 +1360,8 @@ def _grade_one(
         "Execute.extra_arguments": [
             "--IPKernelApp.log_level=ERROR",
             "--HistoryManager.hist_file=:memory:",
+            # (Python 3.10 has no safe_path: keep IPython from adding the folder to sys.path.)
+            "--IPKernelApp.ignore_cwd=True",
         ],
         "KernelManager.transport": "ipc",
         "KernelManager.connection_file": str(rt / "kernel.json"),
@@ -1534,7 +1540,10 @@ def _feedback_one(
     result: StudentResult,
 ) -> None:
     src = cfg.autograded / student / lesson
-    notebooks = sorted(src.glob("*.ipynb")) if src.is_dir() else []
+    # Only the lesson's notebooks: others a student left in the folder were not graded.
+    expected = set(cfg.lesson_notebooks(lesson))
+    found = sorted(src.glob("*.ipynb")) if src.is_dir() else []
+    notebooks = [p for p in found if p.stem in expected and _regular(p)]
     if not notebooks:
         result.status, result.message = "missing", "no autograded notebook (not graded?)"
         return

@@ -201,7 +201,14 @@ def _kernel_problem(box: Sandbox) -> str:
         work.mkdir()
         try:
             out = subprocess.run(
-                [sys.executable, "-m", "gptcore.sandbox", str(spec_path), str(rt / "kernel.json")],
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "gptcore.sandbox",
+                    str(spec_path),
+                    str(rt / "kernel.json"),
+                ],
                 cwd=work,
                 capture_output=True,
                 text=True,
@@ -361,8 +368,11 @@ def write_kernelspec(
     (spec_dir / "kernel.json").write_text(
         json.dumps(
             {
+                # -I: the launcher starts in the student's folder, as root; without
+                # it, a gptcore/ folder there would be imported instead of ours.
                 "argv": [
                     sys.executable,
+                    "-I",
                     "-m",
                     "gptcore.sandbox",
                     str(spec_dir / "sandbox.json"),
@@ -535,6 +545,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("GPTCORE_SANDBOX_DEBUG"))
     kernel = [
         spec["python"],
+        # Isolated (-I): neither the working copy nor PYTHON* variables can put a
+        # student's own "gptcore" or "torch" ahead of the real ones. (-B: no .pyc.)
+        "-I",
+        "-B",
         # ("launch" replaces ipykernel in the self-test of probe(kernel=True).)
         *spec.get("launch", ["-m", "ipykernel_launcher"]),
         "-f",

@@ -200,6 +200,8 @@ def test_collect_accepts_the_usual_layouts(klass, tmp_path):
     assert (sub / "alice" / LESSON / "notes.txt").read_text() == "mine"
     assert "Summary: 3 of 5 done" in report.summary()
     assert "dave: no notebook 00_demo.ipynb (empty)" in report.summary()
+    bobs = [p.name for p in (sub / "bob" / LESSON).rglob("*.ipynb")]
+    assert bobs == [NB], "renamed, not copied"
 
 
 def test_solutions_raise_no_review_flags(course):
@@ -242,8 +244,9 @@ def test_a_class_end_to_end(klass, tmp_path):
     sources = [c.source for c in nbformat.read(autograded, as_version=4).cells]
     assert any(HIDDEN in src for src in sources), "autograde restores the hidden tests"
 
+    (klass.root / "autograded" / "bob" / LESSON / "scratch.ipynb").write_text(sources[0])
     fb = classroom.feedback(klass, LESSON, progress=False)
-    assert [r.status for r in fb.results] == ["ok", "ok"]
+    assert [r.status for r in fb.results] == ["ok", "ok"], "a stray notebook is left alone"
     page = (klass.root / "feedback" / "bob" / LESSON / "00_demo.html").read_text()
     assert "Score: 1.0 / 5.0" in page and "hidden tests: not shown" in page
     assert leaked(klass.root / "feedback", HIDDEN) == []
@@ -638,6 +641,20 @@ def _hostile(course: Course, port: int, nonce: str) -> dict[str, Path]:
             "def add(a, b):\n    return a + b if ok else 0"
         },
     )
+    # A gptcore/ package beside the notebook, with checks that pass anything: neither
+    # the root launcher nor the kernel may import it.
+    sub("h_shadow", {"add": "def add(a, b):\n    return 0"})
+    shadow = root / "submitted" / "h_shadow" / LESSON / "gptcore"
+    (shadow / "checks").mkdir(parents=True)
+    plant = f"open({str(Path(f'/tmp/gptcore-shadow-{nonce}'))!r}, 'a').write(__name__)\n"
+    for name in ("__init__", "sandbox", "classroom", "checks/__init__"):
+        (shadow / f"{name}.py").write_text(plant)
+    (shadow / "checks" / "tokenization.py").write_text(
+        plant
+        + "def check_int(value, what):\n"
+        + "    return {'add(1, 2)': 3, 'add(-1, 1)': 0, 'mul(2, 3)': 6}[what]\n"
+        + "def bpe_merge(f, **k):\n    pass\n"
+    )
     sub(
         "h_exfiltrate",
         {
@@ -724,6 +741,8 @@ def test_hostile_submissions(klass, tmp_path):
         assert "LEAKED:" not in outputs(root / "autograded" / student / LESSON / NB), student
     wrote = re.findall(r"WROTE (\S+?)\\n", outputs(root / "autograded" / "h_writer" / LESSON / NB))
     assert wrote == [f"/tmp/gptcore-pwned-{nonce}"], "only the sandbox's own /tmp is writable"
+    assert pts["h_shadow"] == {"add_test": 0, "merge_test": 2, "mul_test": 1}
+    assert not Path(f"/tmp/gptcore-shadow-{nonce}").exists(), "the root launcher imported it"
     # An output bomb is cut off; the grader's memory and the notebook stay small.
     assert pts["h_output"]["add_test"] == 0
     assert any("output limit exceeded" in w for w in got["h_output"].warnings)
