@@ -281,7 +281,7 @@ def _ro_paths(private: list[str] | None = None) -> list[str]:
     import gptcore
 
     paths += [str(Path(gptcore.__file__).resolve().parent)]
-    # Site folders added by .pth files or PYTHONPATH (never the checkout itself).
+    # Site folders that .pth files add (site.addsitedir), never the checkout itself.
     paths += [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
     paths += [p for p in _data_dirs() if p]
     keep = []
