@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
+
+from gptcore.classroom import HIDDEN_BEGIN  # noqa: F401  (re-exported for the checks tests)
 
 
 def grade_cells(path: Path) -> dict[str, str]:
@@ -44,3 +47,50 @@ def assert_metadata_matches(path: Path, solution_ids: list[str], points: dict[st
     assert nb.metadata["kernelspec"]["name"] == "python3"
     for c in nb.cells:
         assert c.cell_type == "markdown" or (c.outputs == [] and c.execution_count is None)
+
+
+class LessonNotebook:
+    """One lesson's source notebook as the checks tests use it; one instance per test module:
+
+    nb = LessonNotebook(NOTEBOOK, SOLUTION_IDS, POINTS)
+    cells, solution = nb.fixtures()  # module-scoped pytest fixtures
+    """
+
+    def __init__(self, path: Path, solution_ids: list[str], points: dict[str, int]):
+        self.path, self.solution_ids, self.points = path, solution_ids, points
+
+    def cells(self) -> dict[str, str]:
+        return grade_cells(self.path)
+
+    def namespace(self, cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
+        """Run the setup cell and the solution cells (some replaced) as the notebook would."""
+        return run_solutions(cells, self.solution_ids, replace)
+
+    def assert_metadata(self) -> None:
+        assert_metadata_matches(self.path, self.solution_ids, self.points)
+
+    def fixtures(self):
+        """(cells, solution): the graded cells, and the namespace the solutions make."""
+
+        @pytest.fixture(scope="module", name="cells")
+        def cells() -> dict[str, str]:
+            return self.cells()
+
+        @pytest.fixture(scope="module", name="solution")
+        def solution(cells) -> dict:
+            return self.namespace(cells)
+
+        return cells, solution
+
+
+def one_thread_fixture():
+    """A module-wide autouse fixture that runs torch on one thread, then restores it."""
+
+    @pytest.fixture(autouse=True, scope="module")
+    def _one_thread():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(threads)
+
+    return _one_thread

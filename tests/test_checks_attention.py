@@ -11,7 +11,6 @@ itself: the explicit path against the fused one, the mask, the heads.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,10 +25,10 @@ from gptcore.model import GPTConfig
 
 from .conftest import ROOT
 from .lesson04_fixtures import LESSON04_POINTS, LESSON04_SOLUTION_IDS, LESSON04_WRONG_VISIBLE_ONLY
-from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
+from .notebook_cells import HIDDEN_BEGIN, LessonNotebook, one_thread_fixture
 
 NOTEBOOK = ROOT / "solutions" / "04_attention" / "04_attention.ipynb"
-HIDDEN = "### BEGIN HIDDEN TESTS"
+HIDDEN = HIDDEN_BEGIN
 
 # The arguments of the notebook's test cells: visible, then hidden.
 VISIBLE: dict[str, dict] = {gid: {} for gid in LESSON04_SOLUTION_IDS}
@@ -49,37 +48,18 @@ def _args(check: str, which: str) -> dict:
     return (VISIBLE if which == "visible" else HIDDEN_ARGS)[check]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The checks run many tiny tensor operations: one thread is much faster, as in the notebook.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The checks run many tiny tensor operations: one thread is much faster, as in the notebook.
+_one_thread = one_thread_fixture()
 
 
 # ------------------------------------------------------------------ notebook
-def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    return grade_cells(path)
-
-
-@pytest.fixture(scope="module")
-def cells() -> dict[str, str]:
-    return _cells()
-
-
-def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
-    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    return run_solutions(cells, LESSON04_SOLUTION_IDS, replace)
-
-
-@pytest.fixture(scope="module")
-def solution(cells) -> dict:
-    return _namespace(cells)
+LESSON_NB = LessonNotebook(NOTEBOOK, LESSON04_SOLUTION_IDS, LESSON04_POINTS)
+_cells, _namespace = LESSON_NB.cells, LESSON_NB.namespace
+cells, solution = LESSON_NB.fixtures()
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    assert_metadata_matches(NOTEBOOK, LESSON04_SOLUTION_IDS, LESSON04_POINTS)
+    LESSON_NB.assert_metadata()
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

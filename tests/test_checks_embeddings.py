@@ -10,7 +10,6 @@ fail with a message that names it.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,10 +23,10 @@ from gptcore.train import train_step as ref_train_step
 
 from .conftest import ROOT
 from .lesson03_fixtures import LESSON03_POINTS, LESSON03_SOLUTION_IDS, LESSON03_WRONG_VISIBLE_ONLY
-from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
+from .notebook_cells import HIDDEN_BEGIN, LessonNotebook, one_thread_fixture
 
 NOTEBOOK = ROOT / "solutions" / "03_embeddings" / "03_embeddings.ipynb"
-HIDDEN = "### BEGIN HIDDEN TESTS"
+HIDDEN = HIDDEN_BEGIN
 
 # The arguments of the notebook's test cells: visible, then hidden.
 VISIBLE: dict[str, dict] = {
@@ -55,23 +54,14 @@ def _args(check: str, which: str) -> dict:
     return (VISIBLE if which == "visible" else HIDDEN_ARGS)[check]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The checks run many tiny tensor operations: one thread is much faster, as in the notebook.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The checks run many tiny tensor operations: one thread is much faster, as in the notebook.
+_one_thread = one_thread_fixture()
 
 
 # ------------------------------------------------------------------ notebook
-def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    return grade_cells(path)
-
-
-@pytest.fixture(scope="module")
-def cells() -> dict[str, str]:
-    return _cells()
+LESSON_NB = LessonNotebook(NOTEBOOK, LESSON03_SOLUTION_IDS, LESSON03_POINTS)
+_cells, _namespace = LESSON_NB.cells, LESSON_NB.namespace
+cells, solution = LESSON_NB.fixtures()
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +75,8 @@ def data(shakespeare) -> dict:
     return {"V": tok.vocab_size, "train_data": torch.tensor(train_ids)}
 
 
-def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
-    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    return run_solutions(cells, LESSON03_SOLUTION_IDS, replace)
-
-
-@pytest.fixture(scope="module")
-def solution(cells) -> dict:
-    return _namespace(cells)
-
-
 def test_fixture_ids_and_points_match_the_notebook():
-    assert_metadata_matches(NOTEBOOK, LESSON03_SOLUTION_IDS, LESSON03_POINTS)
+    LESSON_NB.assert_metadata()
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

@@ -9,7 +9,6 @@ gptcore's module; its check must fail with a message that names the mistake.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +21,10 @@ from gptcore.model.gpt import GPT, MLP, Block, GPTConfig, LayerNorm
 
 from .conftest import ROOT
 from .lesson05_fixtures import LESSON05_POINTS, LESSON05_SOLUTION_IDS, LESSON05_WRONG_VISIBLE_ONLY
-from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
+from .notebook_cells import HIDDEN_BEGIN, LessonNotebook
 
 NOTEBOOK = ROOT / "solutions" / "05_gpt" / "05_gpt.ipynb"
-HIDDEN = "### BEGIN HIDDEN TESTS"
+HIDDEN = HIDDEN_BEGIN
 
 # The keyword arguments of the notebook's test cells: visible, then hidden.
 VISIBLE: dict[str, dict] = {
@@ -66,27 +65,13 @@ def run_check(check: str, *learner, args: str = "visible") -> None:
 
 
 # ------------------------------------------------------------------ notebook
-def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    return grade_cells(path)
-
-
-@pytest.fixture(scope="module")
-def cells() -> dict[str, str]:
-    return _cells()
-
-
-def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
-    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    return run_solutions(cells, LESSON05_SOLUTION_IDS, replace)
-
-
-@pytest.fixture(scope="module")
-def solution(cells) -> dict:
-    return _namespace(cells)
+LESSON_NB = LessonNotebook(NOTEBOOK, LESSON05_SOLUTION_IDS, LESSON05_POINTS)
+_cells, _namespace = LESSON_NB.cells, LESSON_NB.namespace
+cells, solution = LESSON_NB.fixtures()
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    assert_metadata_matches(NOTEBOOK, LESSON05_SOLUTION_IDS, LESSON05_POINTS)
+    LESSON_NB.assert_metadata()
 
 
 def test_hidden_arguments_match_the_notebook(cells):

@@ -11,7 +11,6 @@ import math
 import random
 import re
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +21,10 @@ from gptcore.ngram import NGramModel, count_ngrams, nll, sample_next, smoothed_p
 
 from .conftest import ROOT
 from .lesson02_fixtures import LESSON02_POINTS, LESSON02_SOLUTION_IDS, LESSON02_WRONG_VISIBLE_ONLY
-from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
+from .notebook_cells import HIDDEN_BEGIN, LessonNotebook
 
 NOTEBOOK = ROOT / "solutions" / "02_ngram" / "02_ngram.ipynb"
-HIDDEN = "### BEGIN HIDDEN TESTS"
+HIDDEN = HIDDEN_BEGIN
 
 # The arguments of the notebook's test cells: visible, then hidden.
 VISIBLE: dict[str, dict] = {
@@ -49,27 +48,13 @@ def run_check(check: str, fn, args: str) -> None:
 
 
 # ------------------------------------------------------------------ notebook
-def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    return grade_cells(path)
-
-
-@pytest.fixture(scope="module")
-def cells() -> dict[str, str]:
-    return _cells()
-
-
-def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
-    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    return run_solutions(cells, LESSON02_SOLUTION_IDS, replace)
-
-
-@pytest.fixture(scope="module")
-def solution(cells) -> dict:
-    return _namespace(cells)
+LESSON_NB = LessonNotebook(NOTEBOOK, LESSON02_SOLUTION_IDS, LESSON02_POINTS)
+_cells, _namespace = LESSON_NB.cells, LESSON_NB.namespace
+cells, solution = LESSON_NB.fixtures()
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    assert_metadata_matches(NOTEBOOK, LESSON02_SOLUTION_IDS, LESSON02_POINTS)
+    LESSON_NB.assert_metadata()
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

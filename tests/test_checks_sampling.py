@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,10 +27,10 @@ from gptcore.sample import (
 
 from .conftest import ROOT
 from .lesson07_fixtures import LESSON07_POINTS, LESSON07_SOLUTION_IDS, LESSON07_WRONG_VISIBLE_ONLY
-from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
+from .notebook_cells import HIDDEN_BEGIN, LessonNotebook
 
 NOTEBOOK = ROOT / "solutions" / "07_sampling" / "07_sampling.ipynb"
-HIDDEN = "### BEGIN HIDDEN TESTS"
+HIDDEN = HIDDEN_BEGIN
 NEG = float("-inf")
 
 # The arguments of the notebook's test cells: visible, then hidden.
@@ -57,27 +56,13 @@ def _args(check: str, which: str) -> dict:
 
 
 # ------------------------------------------------------------------ notebook
-def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    return grade_cells(path)
-
-
-@pytest.fixture(scope="module")
-def cells() -> dict[str, str]:
-    return _cells()
-
-
-def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
-    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    return run_solutions(cells, LESSON07_SOLUTION_IDS, replace)
-
-
-@pytest.fixture(scope="module")
-def solution(cells) -> dict:
-    return _namespace(cells)
+LESSON_NB = LessonNotebook(NOTEBOOK, LESSON07_SOLUTION_IDS, LESSON07_POINTS)
+_cells, _namespace = LESSON_NB.cells, LESSON_NB.namespace
+cells, solution = LESSON_NB.fixtures()
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    assert_metadata_matches(NOTEBOOK, LESSON07_SOLUTION_IDS, LESSON07_POINTS)
+    LESSON_NB.assert_metadata()
 
 
 def test_test_cells_call_the_checks_with_these_arguments(cells):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,10 +21,10 @@ from gptcore.tokenizer.bpe import _merge_pair
 
 from .conftest import ROOT
 from .lesson_fixtures import LESSON01_POINTS, LESSON01_SOLUTION_IDS, LESSON01_WRONG_VISIBLE_ONLY
-from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
+from .notebook_cells import HIDDEN_BEGIN, LessonNotebook
 
 NOTEBOOK = ROOT / "solutions" / "01_tokenization" / "01_tokenization.ipynb"
-HIDDEN = "### BEGIN HIDDEN TESTS"
+HIDDEN = HIDDEN_BEGIN
 
 # The arguments of the notebook's test cells: visible, then hidden.
 VISIBLE = {
@@ -45,27 +44,13 @@ HIDDEN_ARGS = {
 
 
 # ------------------------------------------------------------------ notebook
-def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    return grade_cells(path)
-
-
-@pytest.fixture(scope="module")
-def cells() -> dict[str, str]:
-    return _cells()
-
-
-def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
-    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    return run_solutions(cells, LESSON01_SOLUTION_IDS, replace)
-
-
-@pytest.fixture(scope="module")
-def solution(cells) -> dict:
-    return _namespace(cells)
+LESSON_NB = LessonNotebook(NOTEBOOK, LESSON01_SOLUTION_IDS, LESSON01_POINTS)
+_cells, _namespace = LESSON_NB.cells, LESSON_NB.namespace
+cells, solution = LESSON_NB.fixtures()
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    assert_metadata_matches(NOTEBOOK, LESSON01_SOLUTION_IDS, LESSON01_POINTS)
+    LESSON_NB.assert_metadata()
 
 
 # --------------------------------------------------------- right answers pass

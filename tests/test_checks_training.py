@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -28,10 +27,10 @@ from .lesson06_fixtures import (
     LESSON06_SOLUTION_IDS,
     LESSON06_WRONG_VISIBLE_ONLY,
 )
-from .notebook_cells import assert_metadata_matches, grade_cells, run_solutions
+from .notebook_cells import HIDDEN_BEGIN, LessonNotebook
 
 NOTEBOOK = ROOT / "solutions" / "06_training" / "06_training.ipynb"
-HIDDEN = "### BEGIN HIDDEN TESTS"
+HIDDEN = HIDDEN_BEGIN
 
 # The arguments of the notebook's test cells: visible, then hidden.
 VISIBLE: dict[str, dict] = {
@@ -65,27 +64,13 @@ def _args(which: str, check: str) -> dict:
 
 
 # ------------------------------------------------------------------ notebook
-def _cells(path: Path = NOTEBOOK) -> dict[str, str]:
-    return grade_cells(path)
-
-
-@pytest.fixture(scope="module")
-def cells() -> dict[str, str]:
-    return _cells()
-
-
-def _namespace(cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
-    """Run the setup cell and the solution cells (some replaced) as the notebook would."""
-    return run_solutions(cells, LESSON06_SOLUTION_IDS, replace)
-
-
-@pytest.fixture(scope="module")
-def solution(cells) -> dict:
-    return _namespace(cells)
+LESSON_NB = LessonNotebook(NOTEBOOK, LESSON06_SOLUTION_IDS, LESSON06_POINTS)
+_cells, _namespace = LESSON_NB.cells, LESSON_NB.namespace
+cells, solution = LESSON_NB.fixtures()
 
 
 def test_fixture_ids_and_points_match_the_notebook():
-    assert_metadata_matches(NOTEBOOK, LESSON06_SOLUTION_IDS, LESSON06_POINTS)
+    LESSON_NB.assert_metadata()
 
 
 def test_training_budget_comes_from_the_environment():
