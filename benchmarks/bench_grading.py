@@ -5,7 +5,7 @@
 
 For each lesson, a throwaway course gets ``--students`` submissions (the
 lesson's solution notebook with its hidden tests removed: a complete,
-realistic submission) and is graded with :func:`gptcore.classroom.autograde`
+realistic submission) and is graded with :func:`gptcore.course.classroom.autograde`
 (parallel workers, the sandbox when this machine has one, the real nbgrader
 pipeline, the gradebook merge included).
 
@@ -37,8 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gptcore import classroom  # noqa: E402
-from gptcore.course import Course, _kernel_dir  # noqa: E402
+from gptcore.course import classroom  # noqa: E402
+from gptcore.course.workspace import Course, _kernel_dir  # noqa: E402
 from gptcore.data import CACHE_DIR_ENV, DATA_DIR_ENV, cache_dir  # noqa: E402
 
 

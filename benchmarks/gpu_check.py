@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     print(torch.cuda.get_device_name(dev), "torch", torch.__version__)
 
     # 1. fused vs explicit attention on the GPU
-    from gptcore.attention import CausalSelfAttention
+    from gptcore.model.attention import CausalSelfAttention
 
     small = GPTConfig.preset("test", n_embd=64, n_head=4, block_size=128)
     attn = CausalSelfAttention(small).to(dev).eval()

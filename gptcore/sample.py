@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 import torch
 from torch import nn
 
-from .attention import stable_softmax
+from .model.attention import stable_softmax
 from .ngram import sample_next
 
 __all__ = [
@@ -67,7 +67,7 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> 
     """Probabilities softmax(logits / T) along the last dim: (..., V) -> (..., V), same dtype.
 
     Stable for any logits: the max is subtracted before ``exp`` (see
-    ``gptcore.attention.stable_softmax``), so logits of 1000 do not overflow.
+    ``gptcore.model.attention.stable_softmax``), so logits of 1000 do not overflow.
     A logit of -inf gets probability exactly 0. Temperature must be > 0.
     """
     return stable_softmax(apply_temperature(logits, temperature), dim=-1)

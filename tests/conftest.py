@@ -106,7 +106,7 @@ def write_notebook(path: Path, cells) -> Path:
 def demo_course(tmp_path):
     """A one-lesson course (00_demo: add 2 points, mul 3 points), released."""
     from gptcore.course import Course
-    from gptcore.release import release
+    from gptcore.course.release import release
 
     root = tmp_path / "course"
     (root / "solutions").mkdir(parents=True)

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import torch
 
-from gptcore.classroom import HIDDEN_BEGIN  # noqa: F401  (re-exported for the checks tests)
+from gptcore.course.cells import HIDDEN_BEGIN  # noqa: F401  (re-exported for the checks tests)
 
 
 def grade_cells(path: Path) -> dict[str, str]:

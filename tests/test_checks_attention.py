@@ -1,10 +1,10 @@
-"""gptcore.checks.attention and gptcore.attention: right answers pass, wrong answers fail with the hint.
+"""gptcore.course.checks.attention and gptcore.model.attention: right answers pass, wrong answers fail with the hint.
 
 The right answers are gptcore's references, other correct ways of writing each
 exercise (einsum, comparisons instead of tril, reshape instead of view), and
 the solution cells of the lesson notebook (executed here from the notebook's
 JSON). Each wrong answer is a mistake a learner could make; its check must
-fail with a message that names it. The last section tests gptcore.attention
+fail with a message that names it. The last section tests gptcore.model.attention
 itself: the explicit path against the fused one, the mask, the heads.
 """
 
@@ -18,10 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptcore import attention as ref
-from gptcore.attention import CausalSelfAttention
-from gptcore.checks import attention as checks
+from gptcore.course.checks import attention as checks
 from gptcore.model import GPTConfig
+from gptcore.model import attention as ref
+from gptcore.model.attention import CausalSelfAttention
 
 from .conftest import ROOT
 from .lesson04_fixtures import LESSON04_POINTS, LESSON04_SOLUTION_IDS, LESSON04_WRONG_VISIBLE_ONLY
@@ -523,7 +523,7 @@ def test_wrong_visible_only_fixture(cells):
                 exec(cells[other], dict(ns))
 
 
-# ------------------------------------------------------------ gptcore.attention
+# ------------------------------------------------------------ gptcore.model.attention
 def _layer(seed: int = 0, **overrides) -> CausalSelfAttention:
     torch.manual_seed(seed)
     config = GPTConfig.preset("test", **overrides)

@@ -1,4 +1,4 @@
-"""gptcore.checks.embeddings: right answers pass, plausible wrong answers fail with the hint.
+"""gptcore.course.checks.embeddings: right answers pass, plausible wrong answers fail with the hint.
 
 The right answers are gptcore's references, other correct ways of writing each
 exercise (float32 arithmetic, einsum, a hand-written cross-entropy), and the
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcore.checks import embeddings as checks
+from gptcore.course.checks import embeddings as checks
 from gptcore.model import BigramLM, one_hot_embed, sinusoidal_positional_encoding
 from gptcore.train import train_step as ref_train_step
 

@@ -1,4 +1,4 @@
-"""gptcore.checks.gpt: right answers pass, plausible wrong answers fail with the hint.
+"""gptcore.course.checks.gpt: right answers pass, plausible wrong answers fail with the hint.
 
 The right answers are gptcore's own modules (gptcore.model.gpt) and the solution
 cells of the lesson notebook (executed here from the notebook's JSON). Each
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptcore.checks import gpt as checks
+from gptcore.course.checks import gpt as checks
 from gptcore.model.gpt import GPT, MLP, Block, GPTConfig, LayerNorm
 
 from .conftest import ROOT

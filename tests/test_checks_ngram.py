@@ -1,4 +1,4 @@
-"""gptcore.checks.ngram: right answers pass, plausible wrong answers fail with the hint.
+"""gptcore.course.checks.ngram: right answers pass, plausible wrong answers fail with the hint.
 
 The right answers are gptcore's n-gram reference and the solution cells of the
 lesson notebook (executed here from the notebook's JSON). Each wrong answer is
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptcore.checks import ngram as checks
+from gptcore.course.checks import ngram as checks
 from gptcore.ngram import NGramModel, count_ngrams, nll, sample_next, smoothed_probs
 
 from .conftest import ROOT

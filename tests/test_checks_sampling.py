@@ -1,4 +1,4 @@
-"""gptcore.checks.sampling: right answers pass, plausible wrong answers fail with the hint.
+"""gptcore.course.checks.sampling: right answers pass, plausible wrong answers fail with the hint.
 
 The right answers are gptcore's own decoding code (``gptcore.sample``,
 ``KVCache.update``) and the solution cells of the lesson notebook (executed
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from gptcore.attention import KVCache
-from gptcore.checks import sampling as checks
+from gptcore.course.checks import sampling as checks
+from gptcore.model.attention import KVCache
 from gptcore.sample import (
     apply_temperature,
     sample_token,

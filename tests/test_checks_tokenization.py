@@ -1,4 +1,4 @@
-"""gptcore.checks.tokenization: right answers pass, plausible wrong answers fail with the hint.
+"""gptcore.course.checks.tokenization: right answers pass, plausible wrong answers fail with the hint.
 
 The right answers are gptcore's own BPE and the solution cells of the lesson
 notebook (executed here from the notebook's JSON). Each wrong answer is a
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import regex
 
-from gptcore.checks import tokenization as checks
+from gptcore.course.checks import tokenization as checks
 from gptcore.tokenizer import GPT4_SPLIT_PATTERN, BPETokenizer, gpt2
 from gptcore.tokenizer.bpe import _merge_pair
 

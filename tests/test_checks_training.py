@@ -1,4 +1,4 @@
-"""gptcore.checks.training: right answers pass, plausible wrong answers fail with the hint.
+"""gptcore.course.checks.training: right answers pass, plausible wrong answers fail with the hint.
 
 The right answers are gptcore.train's own functions and the solution cells of
 the lesson notebook (executed here from the notebook's JSON). Each wrong answer
@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from gptcore.checks import training as checks
+from gptcore.course.checks import training as checks
 from gptcore.train import estimate_loss as ref_estimate_loss
 from gptcore.train import get_batch as ref_get_batch
 from gptcore.train import lr_at as ref_lr_at

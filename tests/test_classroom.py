@@ -1,7 +1,7 @@
 """Grading a class: collect, autograde, feedback, export, and hostile submissions.
 
 A tiny synthetic course (lesson 00_demo: add 2 points with a hidden test,
-merge 2 points checked by gptcore.checks, mul 1 point) keeps this fast. The
+merge 2 points checked by gptcore.course.checks, mul 1 point) keeps this fast. The
 hostile suite needs the sandbox (root and bubblewrap, as in CI); the other
 tests run with whatever sandbox the machine has, or none.
 """
@@ -28,17 +28,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gptcore import classroom
 from gptcore.cli import main
-from gptcore.course import Course
-from gptcore.release import release
-from gptcore.sandbox import Limits, probe, sandbox_uid
+from gptcore.course import Course, classroom
+from gptcore.course.release import release
+from gptcore.course.sandbox import Limits, probe, sandbox_uid
 
 from .conftest import solution_cell, test_cell
 
 LESSON = "00_demo"
 NB = f"{LESSON}.ipynb"
-PROVIDED = "from gptcore.checks import tokenization as checks"
+PROVIDED = "from gptcore.course.checks import tokenization as checks"
 HIDDEN = 'assert checks.check_int(add(-1, 1), "add(-1, 1)") == 0, "negatives"'
 ADD = "def add(a, b):\n    return a + b"
 MERGE = (
@@ -396,7 +395,7 @@ def _python_for_nobody(base: Path) -> str | None:
     (purelib / "gptcore-test.pth").write_text(f"import site; site.addsitedir({site!r})\n")
     subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    probe_code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import gptcore.classroom'], check=True)"
+    probe_code = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import gptcore.course.classroom'], check=True)"
     ok = subprocess.run([*_as_nobody(), python, "-c", probe_code], capture_output=True)
     return python if ok.returncode == 0 else None
 
@@ -450,7 +449,7 @@ def test_grading_as_a_normal_user(klass):
 
 
 def test_sandbox_fallback_when_bubblewrap_is_missing(monkeypatch):
-    from gptcore import sandbox
+    from gptcore.course import sandbox
 
     monkeypatch.delenv("GPTCORE_SANDBOX", raising=False)
     monkeypatch.setattr(sandbox, "_bwrap", lambda: None)
@@ -624,7 +623,7 @@ def _hostile(course: Course, port: int, nonce: str) -> dict[str, Path]:
     sub(
         "h_monkeypatch",
         {
-            "merge": "import gptcore.checks.tokenization as c\n"
+            "merge": "import gptcore.course.checks.tokenization as c\n"
             "c.bpe_merge = lambda f, **k: None\n"
             "def merge(ids, pair, idx):\n    return [256, 5]",
             "mul": "class Fake:\n    check_int = staticmethod(lambda value, what: 6)\n"
@@ -731,7 +730,7 @@ def test_hostile_submissions(klass, tmp_path):
     assert any("__eq__" in f for f in got["h_always_equal"].flags)
     assert pts["h_monkeypatch"] == {"add_test": 2, "merge_test": 0, "mul_test": 0}
     restored = " ".join(got["h_monkeypatch"].warnings)
-    assert "gptcore.checks.tokenization.bpe_merge" in restored and "checks" in restored
+    assert "gptcore.course.checks.tokenization.bpe_merge" in restored and "checks" in restored
     # The sandbox: no hidden tests, no writes outside, no network.
     assert pts["h_reader"]["add_test"] == 0
     assert outcome("h_writer") == ("graded", 5), "writes fail quietly inside the sandbox"

@@ -13,8 +13,8 @@ import nbformat
 import pytest
 
 from gptcore.course import NbgraderError, find_course
-from gptcore.grade import format_report, grade_notebook
-from gptcore.release import diff_release, release
+from gptcore.course.grade import format_report, grade_notebook
+from gptcore.course.release import diff_release, release
 
 from .conftest import DEMO_CELLS, ROOT, write_notebook
 

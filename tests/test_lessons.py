@@ -15,8 +15,8 @@ import nbformat
 import pytest
 
 from gptcore.course import Course
-from gptcore.grade import format_report, grade_notebook
-from gptcore.release import diff_release
+from gptcore.course.grade import format_report, grade_notebook
+from gptcore.course.release import diff_release
 
 from .conftest import ROOT
 from .lesson_fixtures import WRONG_VISIBLE_ONLY
@@ -124,7 +124,7 @@ def test_a_class_grades_the_lesson(course, lesson, tmp_path):
     test guard in place, a complete and a blank submission; feedback hides the hidden tests."""
     import shutil
 
-    from gptcore import classroom
+    from gptcore.course import classroom
 
     klass = Course(tmp_path / "class")
     shutil.copytree(course.solutions / lesson, klass.solutions / lesson)

@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from gptcore.attention import KVCache, causal_mask, offset_causal_mask
 from gptcore.model import GPT, GPTConfig
+from gptcore.model.attention import KVCache, causal_mask, offset_causal_mask
 from gptcore.sample import (
     apply_temperature,
     generate,

@@ -1,20 +1,25 @@
-"""Model code: embeddings, the neural bigram, and (later lessons) the GPT stack."""
+"""Model code: the GPT and its parts (attention, embeddings), and the neural bigram."""
 
+from .attention import CausalSelfAttention, KVCache
 from .bigram import BigramLM
+from .config import GPTConfig
 from .embeddings import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
     one_hot_embed,
     sinusoidal_positional_encoding,
 )
-from .gpt import GPT, MLP, Block, GPTConfig, LayerNorm
+from .gpt import GPT, MLP, Block, GPTCache, LayerNorm
 
 __all__ = [
     "GPT",
     "MLP",
     "BigramLM",
     "Block",
+    "CausalSelfAttention",
+    "GPTCache",
     "GPTConfig",
+    "KVCache",
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "SinusoidalPositionalEncoding",

@@ -16,7 +16,7 @@ Type rules, the same in every lesson:
 Values are compared only after they are plain builtins, so an object whose
 ``__eq__`` always answers True cannot pass.
 
-Each lesson's checks live in a submodule (``gptcore.checks.tokenization``).
+Each lesson's checks live in a submodule (``gptcore.course.checks.tokenization``).
 """
 
 from __future__ import annotations

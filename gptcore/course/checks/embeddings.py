@@ -71,7 +71,7 @@ def _run(
 ) -> Any:
     """``fn(*args)``; tensors in ``args`` must come back unchanged.
 
-    Like ``gptcore.checks.call``, an exception becomes an ``AssertionError``
+    Like ``gptcore.course.checks.call``, an exception becomes an ``AssertionError``
     naming the call (the original stays chained), with ``hint(exception)``
     appended; ``NotImplementedError`` passes through: the exercise is not done.
     """

@@ -1,7 +1,7 @@
 """Checks for lesson 7 (decoding): temperature, top-k, top-p, one sampling step, the KV cache.
 
 Each check compares the learner's function with gptcore's reference
-(``gptcore.sample`` and ``gptcore.attention.KVCache``) on hand-checkable
+(``gptcore.sample`` and ``gptcore.model.attention.KVCache``) on hand-checkable
 inputs, then on ``cases`` random ones drawn from seeded generators.
 ``edge_cases=True`` adds the edges of each contract; the hidden tests use it:
 
@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from gptcore.attention import KVCache
+from gptcore.model.attention import KVCache
 from gptcore.model.gpt import GPT, GPTCache, GPTConfig
 from gptcore.sample import generate, sample_token, softmax_with_temperature
 from gptcore.sample import top_k_filter as _ref_top_k
@@ -117,7 +117,7 @@ def _run(
 ) -> Any:
     """``fn(*args)``; tensors in ``args`` must come back unchanged.
 
-    Like ``gptcore.checks.call``, an exception becomes an ``AssertionError``
+    Like ``gptcore.course.checks.call``, an exception becomes an ``AssertionError``
     naming the call (the original stays chained), with ``hint(exception)``
     appended; ``NotImplementedError`` passes through: the exercise is not done.
     """

@@ -15,7 +15,7 @@ What ``autograde`` adds to ``nbgrader autograde``:
   throwaway gradebook, built by each worker from ``solutions/<lesson>``. The
   parent merges each result into the real gradebook through nbgrader's
   ``Gradebook`` API and writes ``autograded/<student>/<lesson>/``.
-- **Sandboxed.** Each kernel runs in :mod:`gptcore.sandbox` (bubblewrap, a
+- **Sandboxed.** Each kernel runs in :mod:`gptcore.course.sandbox` (bubblewrap, a
   dedicated user, resource limits). Without a sandbox, grading still works and
   the report says so plainly.
 - **Robust.** A per-cell timeout (nbgrader's, with an interrupt) and a
@@ -71,7 +71,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .course import Course, NbgraderError, check_success, copy_lesson_source, nbgrader_api
+from .cells import HIDDEN_BEGIN, HIDDEN_END, HIDDEN_PLACEHOLDER
 from .grade import QuestionResult, _load_submission, _reasons
 from .sandbox import (
     RUNTIME_BASE,
@@ -82,6 +82,7 @@ from .sandbox import (
     runtime_dir,
     sandbox_uid,
 )
+from .workspace import Course, NbgraderError, check_success, copy_lesson_source, nbgrader_api
 
 __all__ = [
     "ClassConfig",
@@ -97,9 +98,6 @@ __all__ = [
 ]
 
 MiB = 1 << 20
-HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
-HIDDEN_END = "### END HIDDEN TESTS"
-HIDDEN_PLACEHOLDER = "# (hidden tests: not shown in feedback)"
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 _SKIP_NAMES = {".ipynb_checkpoints", "__pycache__", ".DS_Store"}
 _OK_STATUSES = ("graded",)
@@ -136,7 +134,7 @@ def class_config(course: Course) -> ClassConfig:
     from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
-    from .course import COURSE_ID
+    from .workspace import COURSE_ID
 
     cfg = Config()
     if (course.root / "nbgrader_config.py").is_file():
@@ -601,7 +599,7 @@ class _Pool:
         scratch = Path(tempfile.mkdtemp(prefix=f"w{k}-", dir=self.tmp))
         proc = subprocess.Popen(
             # -I: the same gptcore as this process, never one in the current folder.
-            [sys.executable, "-I", "-m", "gptcore.classroom", "--worker", str(path)],
+            [sys.executable, "-I", "-m", "gptcore.course.classroom", "--worker", str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -1242,7 +1240,7 @@ def _fast_alembic_version() -> None:
 
 
 def _worker_main(config_path: str) -> int:
-    """``python -m gptcore.classroom --worker CONFIG``: grade students read from stdin."""
+    """``python -m gptcore.course.classroom --worker CONFIG``: grade students read from stdin."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints (nbgrader, kernels) go to the log, not the protocol
     setup = json.loads(Path(config_path).read_text())
@@ -1666,4 +1664,4 @@ def export(
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         sys.exit(_worker_main(sys.argv[2]))
-    sys.exit("usage: python -m gptcore.classroom --worker CONFIG (internal)")
+    sys.exit("usage: python -m gptcore.course.classroom --worker CONFIG (internal)")

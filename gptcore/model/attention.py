@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from .model.gpt import GPTConfig
+    from .config import GPTConfig
 
 __all__ = [
     "CausalSelfAttention",

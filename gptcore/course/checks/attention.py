@@ -1,7 +1,7 @@
 """Checks for lesson 4 (attention): scores, the causal mask, softmax, the weighted sum, heads.
 
 Each check compares the learner's function with gptcore's reference
-(``gptcore.attention``, and torch's own softmax) on a hand-checkable example,
+(``gptcore.model.attention``, and torch's own softmax) on a hand-checkable example,
 then on ``cases`` random tensors drawn from a ``torch.Generator`` seeded with
 ``seed``. ``edge_cases=True`` adds inputs at the edges of the contract (float64,
 a single position, queries and keys of different lengths, no mask, another
@@ -30,8 +30,8 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from gptcore import attention as ref
-from gptcore.attention import CausalSelfAttention
+from gptcore.model import attention as ref
+from gptcore.model.attention import CausalSelfAttention
 from gptcore.model.gpt import GPTConfig
 
 from . import call, fail, passed, show, type_name

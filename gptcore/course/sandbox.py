@@ -1,7 +1,7 @@
 """The sandbox that a grading kernel runs in: student code on the instructor's machine.
 
 ``gptcore class autograde`` starts every student's kernel through this module
-(``python -m gptcore.sandbox SPEC CONNECTION_FILE ...``, the ``argv`` of a
+(``python -m gptcore.course.sandbox SPEC CONNECTION_FILE ...``, the ``argv`` of a
 kernelspec written by :func:`write_kernelspec`). The launcher runs as the
 grader, prepares the sandbox, then ``exec``s into it:
 
@@ -37,7 +37,7 @@ Limits of this sandbox: it is not a defence against kernel exploits; total
 memory is bounded per process (address space) times processes, not by a
 cgroup; the kernel can spend its whole time budget on CPU; and code running in
 the kernel can still tamper with the grading of its own notebook (see
-``gptcore.classroom``), never with anyone else's.
+``gptcore.course.classroom``), never with anyone else's.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def _kernel_problem(box: Sandbox) -> str:
         write_kernelspec(base / "spec", box, Limits(), uid=sandbox_uid(63))
         spec_path = base / "spec" / "kernels" / KERNEL_NAME / "sandbox.json"
         spec = json.loads(spec_path.read_text())
-        spec["launch"] = ["-c", "import ipykernel.kernelapp, gptcore.checks; print('ok')"]
+        spec["launch"] = ["-c", "import ipykernel.kernelapp, gptcore.course.checks; print('ok')"]
         spec_path.write_text(json.dumps(spec))
         rt = runtime_dir()
         (rt / "kernel.json").write_text("{}")
@@ -205,7 +205,7 @@ def _kernel_problem(box: Sandbox) -> str:
                     sys.executable,
                     "-I",
                     "-m",
-                    "gptcore.sandbox",
+                    "gptcore.course.sandbox",
                     str(spec_path),
                     str(rt / "kernel.json"),
                 ],
@@ -303,7 +303,7 @@ def _ro_paths(private: list[str] | None = None) -> list[str]:
 
 def _data_dirs() -> tuple[str, str]:
     """($GPTCORE_DATA_DIR, the grader's gptcore cache): corpora the kernel may read."""
-    from .data import DATA_DIR_ENV, cache_dir
+    from ..data import DATA_DIR_ENV, cache_dir
 
     return os.environ.get(DATA_DIR_ENV, ""), str(cache_dir())
 
@@ -374,7 +374,7 @@ def write_kernelspec(
                     sys.executable,
                     "-I",
                     "-m",
-                    "gptcore.sandbox",
+                    "gptcore.course.sandbox",
                     str(spec_dir / "sandbox.json"),
                     "{connection_file}",
                 ],
@@ -528,17 +528,17 @@ _START = (
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m gptcore.sandbox SPEC CONNECTION_FILE [KERNEL ARGS...]``: become the kernel."""
+    """``python -m gptcore.course.sandbox SPEC CONNECTION_FILE [KERNEL ARGS...]``: become the kernel."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
-        sys.exit("usage: python -m gptcore.sandbox SPEC CONNECTION_FILE [KERNEL ARGS...]")
+        sys.exit("usage: python -m gptcore.course.sandbox SPEC CONNECTION_FILE [KERNEL ARGS...]")
     spec = json.loads(Path(args[0]).read_text())
     connection_file, extra = os.path.abspath(args[1]), args[2:]
     runtime = os.path.dirname(connection_file)
     if not os.path.exists(os.path.join(runtime, RUNTIME_MARKER)):
         sys.exit(
-            f"gptcore.sandbox: {runtime} is not a kernel runtime folder made by "
-            "gptcore.sandbox.runtime_dir(); set KernelManager.connection_file inside one"
+            f"gptcore.course.sandbox: {runtime} is not a kernel runtime folder made by "
+            "gptcore.course.sandbox.runtime_dir(); set KernelManager.connection_file inside one"
         )
     workdir = os.getcwd()
     uid = spec.get("uid")

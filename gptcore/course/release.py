@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from .course import Course, check_success, copy_lesson_source, nbgrader_api
+from .workspace import Course, check_success, copy_lesson_source, nbgrader_api
 
 __all__ = ["diff_release", "generate", "release"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .course import (
+from .workspace import (
     Course,
     NbgraderError,
     check_success,
