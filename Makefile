@@ -1,5 +1,5 @@
 # How GPT Works: one command to learn, one to test. Needs only Python >= 3.10 and make.
-#   make lab     set everything up, then open JupyterLab on lessons/
+#   make lab     set everything up, then open JupyterLab on lessons/ (as a learner sees it)
 #   make test    set everything up, then run ruff and the whole test suite
 # Both are idempotent: set-up reruns only when pyproject.toml changes.
 
@@ -15,7 +15,7 @@ ifneq ($(wildcard ../shared/data/tinyshakespeare.txt),)
 export GPTCORE_DATA_DIR ?= $(abspath ../shared/data)
 endif
 
-.PHONY: setup sandbox-tool lab test lint lessons check-lessons grade bench clean
+.PHONY: setup sandbox-tool lab lab-instructor test lint lessons check-lessons grade bench clean
 
 setup: $(STAMP) sandbox-tool
 
@@ -45,9 +45,15 @@ $(STAMP): pyproject.toml
 	  echo "note: Tiny Shakespeare not fetched (offline?); the lessons will fetch it on first use"
 	@touch $(STAMP)
 
-# --allow-root only where it is needed (containers, CI); Jupyter refuses root otherwise.
+# A learner's JupyterLab on lessons/: nbgrader's Validate button, none of its instructor
+# panels or exchange pages (bin/lab says how; tests/lessons/test_browser.py starts the same script).
+# More Jupyter options: make lab LAB_ARGS="--no-browser --port=8890"
 lab: setup
-	$(BIN)/jupyter lab --ServerApp.root_dir=lessons $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+	VENV=$(VENV) bin/lab $(LAB_ARGS)
+
+# The same with every nbgrader panel (Formgrader, Create Assignment, Assignment/Course List).
+lab-instructor: setup
+	VENV=$(VENV) GPTCORE_LAB=instructor bin/lab $(LAB_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from gptcore.model import GPT, GPTConfig
+from gptcore.model import GPT, GPTConfig, hf_config
 from gptcore.sample import generate
 
 
@@ -39,23 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = GPTConfig.preset(args.preset, dropout=0.0)
     n = min(args.new, cfg.block_size * 2)
     torch.manual_seed(0)
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2LMHeadModel
 
-    hc = GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=max(cfg.block_size, n + 1),
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    hf = GPT2LMHeadModel(hc).eval()
     # gptcore needs block_size >= prompt + new tokens to keep using its cache.
-    ours_cfg = GPTConfig(**{**cfg.__dict__, "block_size": hc.n_positions})
+    ours_cfg = GPTConfig(**{**cfg.__dict__, "block_size": max(cfg.block_size, n + 1)})
+    hf = GPT2LMHeadModel(hf_config(ours_cfg)).eval()
     ours = GPT.from_hf_state_dict(hf.state_dict(), ours_cfg).eval()
     prompt = torch.tensor([[0]])
     print(f"{args.preset}: {ours_cfg}; {n} new tokens, batch 1, greedy, {args.threads} threads")

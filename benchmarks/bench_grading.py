@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gptcore.course import classroom  # noqa: E402
-from gptcore.course.workspace import Course, _kernel_dir  # noqa: E402
+from gptcore.course.workspace import Course, kernel_dir  # noqa: E402
 from gptcore.data import CACHE_DIR_ENV, DATA_DIR_ENV, cache_dir  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def notebook_seconds(notebook: Path, threads: int, timeout: int) -> float:
         work = Path(tmp) / notebook.parent.name
         shutil.copytree(notebook.parent, work)
         saved = dict(os.environ)
-        os.environ["JUPYTER_PATH"] = str(_kernel_dir(Path(tmp) / "jupyter"))
+        os.environ["JUPYTER_PATH"] = str(kernel_dir(Path(tmp) / "jupyter"))
         os.environ["MPLBACKEND"] = "Agg"
         os.environ.setdefault("GPTCORE_LESSON_SECONDS", "10")  # as grading does
         # As in grading: corpora from the data folder, an empty cache of its own (a

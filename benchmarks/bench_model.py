@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from gptcore.model import GPT, GPTConfig
+from gptcore.model import GPT, GPTConfig, hf_config
 
 
 def _time_interleaved(steps: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -52,22 +52,10 @@ def gptcore_step(cfg: GPTConfig, x, y):
 
 def hf_step(cfg: GPTConfig, x, y):
     try:
-        from transformers import GPT2Config, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
     except ImportError:
         return None, 0
-    hc = GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = GPT2LMHeadModel(hc).train()
+    model = GPT2LMHeadModel(hf_config(cfg)).train()
 
     def step():
         model.zero_grad(set_to_none=True)

@@ -11,11 +11,17 @@ A save writes a new folder under a temporary name, flushes it to disk, renames
 it into place, and only then rewrites ``latest`` (itself via a temporary file
 and an atomic rename). A kill -9 at any point leaves ``latest`` naming a
 checkpoint that was complete before the save began.
+
+Loading never unpickles arbitrary objects: ``state.pt`` is read with
+``torch.load(weights_only=True)``, which admits tensors and plain data (dicts,
+lists, numbers, strings) only, so a run folder from someone else cannot run
+code on this machine. Anything else in it is refused with a ValueError.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +31,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["latest_checkpoint", "load_checkpoint", "load_state", "save_checkpoint"]
 
 LATEST = "latest"
 
@@ -94,6 +100,31 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return folder
 
 
+def load_state(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The training state saved in a checkpoint folder (``state.pt``), on the CPU.
+
+    The state stays on the CPU: RNG states must be CPU ByteTensors, and the
+    optimizer moves its moments to its parameters' device as it loads them.
+    """
+    path = Path(folder) / "state.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # weights_only refuses any class outside tensors and plain data before
+        # building it; a file that needs one was not written by save_checkpoint.
+        # torch's message advises weights_only=False; show only the line naming the object.
+        lines = [ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln]
+        what = f" ({lines[0]})" if lines else ""
+        raise ValueError(
+            f"{path} holds objects other than tensors and plain data{what}; it was not "
+            "written by gptcore's save_checkpoint and is refused, since unpickling it could "
+            "run code. If the run is your own, train it again with this version of gptcore."
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a training state dict")
+    return state
+
+
 def load_checkpoint(
     run_dir: str | os.PathLike[str], model: nn.Module, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any] | None:
@@ -111,6 +142,4 @@ def load_checkpoint(
             f"unexpected {sorted(unexpected)[:3]}); "
             "was it trained with another config?"
         )
-    # The state stays on the CPU: RNG states must be CPU ByteTensors, and the
-    # optimizer moves its moments to its parameters' device as it loads them.
-    return torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    return load_state(folder)

@@ -6,6 +6,11 @@ gptcore tokenize [--tokenizer gpt2] TEXT   show how a tokenizer splits text
 gptcore data [NAME]                        fetch a corpus (checksummed) and print its path
 gptcore train [DATA] [--out DIR] ...       train a GPT (the same command resumes)
 gptcore sample RUN_DIR [--prompt TEXT]     stream text from a trained run
+gptcore sft RUN_DIR [--base RUN]           fine-tune on chat demonstrations (gptcore.align)
+gptcore reward RUN_DIR --sft DIR           train a reward model on preference pairs
+gptcore rlhf RUN_DIR --sft DIR --reward DIR   policy gradient against the reward model, KL-penalised
+gptcore dpo RUN_DIR --sft DIR              direct preference optimization
+gptcore chat RUN_DIR                       chat in the terminal (stdin lines; EOF ends)
 
 Course commands (``grade``, ``release``, ``class``) are added by ``gptcore.course.cli``
 through the ``gptcore.commands`` entry point group.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
+from typing import Any
 
 from . import __version__
 
@@ -154,6 +160,55 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_align(name: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        from .align import commands
+
+        return getattr(commands, f"cmd_{name}")(args)
+
+    return run
+
+
+def _add_align_commands(sub: Any) -> None:
+    """sft, reward, rlhf, dpo and chat (gptcore.align; the stages run in that order)."""
+    stages = {
+        "sft": "fine-tune a GPT on chat demonstrations (the same command again resumes)",
+        "reward": "train a reward model from an SFT run on preference pairs",
+        "rlhf": "RLHF: REINFORCE against a reward model with a KL penalty to the SFT model",
+        "dpo": "direct preference optimization of an SFT run",
+    }
+    for name, text in stages.items():
+        s = sub.add_parser(name, help=text)
+        s.add_argument("run_dir", help="the run directory this stage writes")
+        if name == "sft":
+            s.add_argument("--base", default=None, help="a gptcore train run (default: a new tiny GPT)")
+            s.add_argument("--examples", type=int, default=2000, help="demonstrations to make")
+        else:
+            s.add_argument("--sft", required=True, help="the gptcore sft run directory")
+            s.add_argument("--pairs", type=int, default=1000, help="preference pairs to make")
+        if name == "rlhf":
+            s.add_argument("--reward", required=True, help="the gptcore reward run directory")
+        if name in ("rlhf", "dpo"):
+            s.add_argument(
+                "--beta", type=float, default=None, help="KL strength (rlhf 0.1, 0 = off; dpo 0.5)"
+            )
+        for arg, typ in (("max_iters", int), ("lr", float), ("batch_size", int), ("threads", int)):
+            s.add_argument(f"--{arg}", type=typ, default=None, help="default: the stage's")
+        s.add_argument("--seed", type=int, default=0, help="data and training seed")
+        s.add_argument("--eval", type=int, default=120, help="questions measured (default: all)")
+        s.add_argument("--device", default="cpu")
+        s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+        s.set_defaults(func=_run_align(name))
+    c = sub.add_parser("chat", help="chat with an SFT, DPO or RLHF run (stdin lines, EOF ends)")
+    c.add_argument("run_dir", help="a directory written by gptcore sft, dpo or rlhf")
+    c.add_argument("--system", default=None, help="a system turn to start with")
+    c.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=200)
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="cpu")
+    c.set_defaults(func=_run_align("chat"))
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line that says what to change, not a usage dump."""
 
@@ -191,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="list corpora, or fetch one and print its local path")
     d.add_argument("name", nargs="?", help="a corpus name, e.g. tinyshakespeare")
     d.set_defaults(func=cmd_data)
+
+    _add_align_commands(sub)
 
     # Course commands (grade, release, class) live in gptcore.course and are
     # found through an entry point, so the library never imports the course side.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,13 @@ if "GPTCORE_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Lessons that train read their time budget from here; the graded parts do not depend on it.
 os.environ.setdefault("GPTCORE_LESSON_SECONDS", "10")
+# Lessons hand models on through gptcore's cache (lesson 6 saves, lessons 7 and 8 load): the
+# tests use a cache of their own, one per run (shared by its xdist workers), never ~/.cache.
+if "GPTCORE_CACHE_DIR" not in os.environ:
+    _run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    os.environ["GPTCORE_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"gptcore-test-cache-{os.getuid()}-{_run}"
+    )
 
 
 @pytest.fixture(scope="session")

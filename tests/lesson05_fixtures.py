@@ -2,11 +2,13 @@
 
 - ``LESSON05_SOLUTION_IDS``: grade ids of the solution cells, in notebook order;
 - ``LESSON05_POINTS``: grade id of each autograded test cell -> its points;
-- ``LESSON05_WRONG_VISIBLE_ONLY``: solution grade id -> the full source of a
-  replacement cell with a plausible mistake that the visible test cell misses
-  and the hidden tests catch. Grading a notebook with it loses exactly the
-  points of that exercise's test cell: nothing later in the notebook calls
-  ``count_params`` from a test cell.
+- no wrong answer passes the visible tests and fails only the hidden ones: the
+  visible test cells try every rule the hidden ones grade (see tests/registry.py)
+- ``LESSON05_WRONG_CAUGHT_VISIBLE``: solution grade id -> the full source of a
+  replacement cell with a plausible mistake that only the hidden tests used to
+  catch and the visible test cell catches now. Grading a notebook with it loses
+  exactly the points of that exercise's test cell: nothing later in the notebook
+  calls ``count_params`` from a test cell.
 """
 
 from __future__ import annotations
@@ -15,26 +17,28 @@ LESSON05_SOLUTION_IDS: list[str] = [
     "layer_norm",
     "mlp",
     "block",
-    "gpt_model",
+    "gpt",
     "count_params",
-    "hf_weights",
+    "load_hf_weights",
 ]
 
 LESSON05_POINTS: dict[str, int] = {
     "layer_norm_tests": 2,
     "mlp_tests": 2,
     "block_tests": 2,
-    "gpt_model_tests": 4,
+    "gpt_tests": 4,
     "overfit_one_batch": 1,
     "count_params_tests": 2,
-    "hf_weights_tests": 2,
+    "load_hf_weights_tests": 2,
     "hf_parity": 2,
 }
 
+# None: the visible test cells grade every rule the hidden ones do.
+
 # A count that is right for every GPT-2 (all have biases) but ignores config.bias:
 # with bias=False it still counts the biases of the Linear layers and LayerNorms.
-# The visible tests use only configurations with biases; the hidden ones do not.
-LESSON05_WRONG_VISIBLE_ONLY: dict[str, str] = {
+# The visible tests once used only configurations with biases.
+LESSON05_WRONG_CAUGHT_VISIBLE: dict[str, str] = {
     "count_params": '''\
 def count_params(config: GPTConfig) -> int:
     """GPT-2's parameter count (forgets that bias=False removes every bias)."""

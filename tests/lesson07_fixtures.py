@@ -2,38 +2,41 @@
 
 - ``LESSON07_SOLUTION_IDS``: grade ids of the solution cells, in notebook order;
 - ``LESSON07_POINTS``: grade id of each autograded test cell -> its points;
-- ``LESSON07_WRONG_VISIBLE_ONLY``: solution grade id -> the full source of a
-  replacement cell with a plausible mistake that the visible test cell misses
-  and the hidden tests catch. Grading a notebook with it must lose exactly the
-  points of that exercise's test cell: each mistake shows only on inputs that
-  the other graded cells never give it (logits beyond exp's range, ties,
-  batches of rows, top-k and top-p together, a cache asked to overflow).
+- no wrong answer passes the visible tests and fails only the hidden ones: the
+  visible test cells try every rule the hidden ones grade (see tests/registry.py)
+- ``LESSON07_WRONG_CAUGHT_VISIBLE``: solution grade id -> the full source of a
+  replacement cell with a plausible mistake that only the hidden tests used to
+  catch, and the visible test cell catches now. It still costs only its own
+  exercise's points: each mistake shows only on inputs that the other graded
+  cells never give it (logits beyond exp's range, ties, batches of rows, top-k
+  and top-p together, a cache asked to overflow).
 """
 
 from __future__ import annotations
 
 LESSON07_SOLUTION_IDS: list[str] = [
-    "temperature_softmax",
+    "softmax_with_temperature",
     "top_k_filter",
     "top_p_filter",
-    "sample_step",
+    "sample_token",
     "kv_cache_update",
 ]
 
 LESSON07_POINTS: dict[str, int] = {
-    "temperature_softmax_tests": 2,
+    "softmax_with_temperature_tests": 2,
     "top_k_filter_tests": 2,
     "top_p_filter_tests": 3,
-    "sample_step_tests": 3,
+    "sample_token_tests": 3,
     "kv_cache_update_tests": 3,
     "cached_generation": 2,
 }
 
-LESSON07_WRONG_VISIBLE_ONLY: dict[str, str] = {
+
+LESSON07_WRONG_CAUGHT_VISIBLE: dict[str, str] = {
     # No max subtraction: right for the moderate logits of the visible tests, nan
     # for logits of 1000 or a temperature of 0.1 (hidden). top_p_filter and
-    # sample_next_token call it only on logits small enough for exp.
-    "temperature_softmax": '''\
+    # sample_token call it only on logits small enough for exp.
+    "softmax_with_temperature": '''\
 def softmax_with_temperature(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """softmax(logits / temperature), without subtracting the max first."""
     e = torch.exp(logits / temperature)
@@ -50,7 +53,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 ''',
     # Indexing with a 1-D tensor of ids only works for one row (V,); the hidden
-    # tests pass batches (..., V). sample_next_token only ever gives one row.
+    # tests pass batches (..., V). sample_token only ever gives one row.
     "top_p_filter": '''\
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Nucleus filter for a single row of logits."""
@@ -64,8 +67,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 ''',
     # top-p before top-k: the same as the right order when only one filter is
     # on (the visible tests, and the generation check), not when both are.
-    "sample_step": '''\
-def sample_next_token(
+    "sample_token": '''\
+def sample_token(
     logits: torch.Tensor,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -87,7 +90,7 @@ def sample_next_token(
     # cut short silently, so a full cache loses the new keys without an error.
     # Generation never overflows the cache; the hidden tests do.
     "kv_cache_update": '''\
-def cache_update(
+def kv_cache_update(
     cache: KVCache, k_new: torch.Tensor, v_new: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Append to the cache (forgets to check that the new positions fit)."""

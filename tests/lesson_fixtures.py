@@ -4,20 +4,13 @@ For each lesson:
 
 - ``LESSONnn_SOLUTION_IDS``: grade ids of the solution cells, in notebook order;
 - ``LESSONnn_POINTS``: grade id of each autograded test cell -> its points;
-- ``LESSONnn_WRONG_VISIBLE_ONLY``: solution grade id -> the full source of a
-  replacement cell with a plausible mistake that the visible test cell misses
-  and the hidden tests catch. Grading a notebook with it must lose exactly the
-  points of that exercise's test cell.
+- ``LESSONnn_WRONG_CAUGHT_VISIBLE`` (lessons 1-3): mistakes that only the hidden
+  tests used to catch, which the visible test cell catches now.
+
+tests/registry.py collects them, one entry per lesson.
 """
 
 from __future__ import annotations
-
-from .lesson02_fixtures import LESSON02_WRONG_VISIBLE_ONLY
-from .lesson03_fixtures import LESSON03_WRONG_VISIBLE_ONLY
-from .lesson04_fixtures import LESSON04_WRONG_VISIBLE_ONLY
-from .lesson05_fixtures import LESSON05_WRONG_VISIBLE_ONLY
-from .lesson06_fixtures import LESSON06_WRONG_VISIBLE_ONLY
-from .lesson07_fixtures import LESSON07_WRONG_VISIBLE_ONLY
 
 LESSON01_SOLUTION_IDS: list[str] = [
     "bpe_pair_counts",
@@ -36,10 +29,16 @@ LESSON01_POINTS: dict[str, int] = {
     "gpt2_parity": 2,
 }
 
+# Lessons 1-3 have no wrong answer that passes the visible tests and fails the
+# hidden ones: a visible test cell grades every rule its hidden tests grade,
+# which only add other seeds and more cases (issue 12). The mistakes that the
+# hidden tests alone used to catch are in ``LESSONnn_WRONG_CAUGHT_VISIBLE``:
+# solution grade id -> a replacement cell that now fails the visible test cell.
+#
 # A trainer that never stops early: on a text that runs out of pairs before
 # vocab_size is reached, min() gets an empty dict and raises. The visible tests
-# only ask for as many merges as their texts have; the hidden ones do not.
-LESSON01_WRONG_VISIBLE_ONLY: dict[str, str] = {
+# once asked only for as many merges as their texts have.
+LESSON01_WRONG_CAUGHT_VISIBLE: dict[str, str] = {
     "bpe_train": '''\
 from collections import Counter
 
@@ -64,14 +63,3 @@ def train_bpe(
 ''',
 }
 
-
-# Every lesson's wrong-but-visible-passing submissions, by lesson name.
-WRONG_VISIBLE_ONLY: dict[str, dict[str, str]] = {
-    "01_tokenization": LESSON01_WRONG_VISIBLE_ONLY,
-    "02_ngram": LESSON02_WRONG_VISIBLE_ONLY,
-    "03_embeddings": LESSON03_WRONG_VISIBLE_ONLY,
-    "04_attention": LESSON04_WRONG_VISIBLE_ONLY,
-    "05_gpt": LESSON05_WRONG_VISIBLE_ONLY,
-    "06_training": LESSON06_WRONG_VISIBLE_ONLY,
-    "07_sampling": LESSON07_WRONG_VISIBLE_ONLY,
-}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 import torch
 
-from gptcore.course.cells import HIDDEN_BEGIN  # noqa: F401  (re-exported for the checks tests)
+# HIDDEN_BEGIN is also imported from here by the checks tests.
+from gptcore.course.cells import HIDDEN_BEGIN, HIDDEN_END
+
+from .registry import lesson as registry_lesson
 
 
 def grade_cells(path: Path) -> dict[str, str]:
@@ -19,6 +24,61 @@ def grade_cells(path: Path) -> dict[str, str]:
         for c in nb.cells
         if "nbgrader" in c.metadata and "grade_id" in c.metadata["nbgrader"]
     }
+
+
+def nbgrader_meta(cell) -> dict:
+    """A cell's nbgrader metadata; {} for a cell nbgrader does not know."""
+    return cell.metadata.get("nbgrader", {})
+
+
+def graders_of(nb) -> dict[str, str]:
+    """solution grade id -> the grade id of the test cell that follows it (its grader)."""
+    out, pending = {}, None
+    for cell in nb.cells:
+        meta = nbgrader_meta(cell)
+        if meta.get("solution") and not meta.get("grade"):
+            pending = meta["grade_id"]
+        elif meta.get("grade") and pending:
+            out[pending], pending = meta["grade_id"], None
+    return out
+
+
+def split_hidden(source: str) -> tuple[str, str]:
+    """A test cell's (visible part, hidden part): what learners see, and what grading adds.
+
+    The hidden part keeps its markers, which are comments, so each part runs as it is.
+    """
+    assert source.count(HIDDEN_BEGIN) == 1 and source.count(HIDDEN_END) == 1, source
+    visible, hidden = source.split(HIDDEN_BEGIN)
+    return visible, HIDDEN_BEGIN + hidden
+
+
+def check_calls(source: str) -> list[ast.Call]:
+    """Every call of the form ``checks.<name>(...)`` in ``source``, in order."""
+    return [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "checks"
+    ]
+
+
+def hidden_arguments(path: Path) -> dict[str, dict[str, Any]]:
+    """check name -> the keyword arguments its hidden call gets in the notebook's test cells.
+
+    The notebook is the one place the hidden seeds are written; tests that run a check
+    as the hidden tests do read them from here (test_contract.py holds that every test
+    cell has one hidden call, with literal arguments).
+    """
+    nb = nbformat.read(path, as_version=4)
+    out: dict[str, dict[str, Any]] = {}
+    for cell in nb.cells:
+        if nbgrader_meta(cell).get("grade"):
+            for call in check_calls(split_hidden(cell.source)[1]):
+                out[call.func.attr] = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    return out
 
 
 def run_solutions(
@@ -57,7 +117,13 @@ class LessonNotebook:
     """
 
     def __init__(self, path: Path, solution_ids: list[str], points: dict[str, int]):
-        self.path, self.solution_ids, self.points = path, solution_ids, points
+        self.path, self.solution_ids, self.points = path, list(solution_ids), dict(points)
+
+    @classmethod
+    def for_lesson(cls, name: str) -> LessonNotebook:
+        """The source notebook of lesson ``name``, with what tests/registry.py knows of it."""
+        entry = registry_lesson(name)
+        return cls(entry.source, list(entry.solution_ids), dict(entry.points))
 
     def cells(self) -> dict[str, str]:
         return grade_cells(self.path)
@@ -65,6 +131,10 @@ class LessonNotebook:
     def namespace(self, cells: dict[str, str], replace: dict[str, str] | None = None) -> dict:
         """Run the setup cell and the solution cells (some replaced) as the notebook would."""
         return run_solutions(cells, self.solution_ids, replace)
+
+    def hidden_arguments(self) -> dict[str, dict[str, Any]]:
+        """check name -> the keyword arguments of its hidden call in the notebook."""
+        return hidden_arguments(self.path)
 
     def assert_metadata(self) -> None:
         assert_metadata_matches(self.path, self.solution_ids, self.points)

@@ -18,19 +18,19 @@ from pathlib import Path
 from ..cli import OneLineParser
 
 
-def _course(args: argparse.Namespace, near: Path | None = None):
-    from .workspace import Course, find_course
+def _course(args: argparse.Namespace):
+    from .workspace import choose_course
 
-    if args.course:
-        return Course(Path(args.course).resolve())
-    return find_course(near)
+    return choose_course(args.course)
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from .grade import format_report, grade_notebook, resolve_notebook
+    from .grade import format_report, grade_notebook
+    from .workspace import Course
 
-    nb = resolve_notebook(args.path)
-    report = grade_notebook(nb, course=_course(args, nb.parent), cell_timeout=args.timeout)
+    # No --course: grade_notebook looks for the notebook's course (see locate_lesson).
+    course = Course(Path(args.course).resolve()) if args.course else None
+    report = grade_notebook(args.path, course=course, cell_timeout=args.timeout)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.status == "graded" else 1
 
@@ -97,7 +97,10 @@ def _add_class_parser(sub) -> None:
     cs = c.add_subparsers(dest="class_command", required=True, parser_class=OneLineParser)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--course", help="the course folder (default: found above the cwd)")
+        p.add_argument(
+            "--course",
+            help="the course folder (default: $GPTCORE_COURSE, else found above the cwd)",
+        )
         p.add_argument("--json", action="store_true", help="print the report as JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -151,7 +154,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "grade", help="grade a lesson notebook with every test, hidden ones included"
     )
     g.add_argument("path", help="a lesson folder (lessons/01_tokenization) or a notebook path")
-    g.add_argument("--course", help="the course checkout (default: found above PATH)")
+    g.add_argument(
+        "--course",
+        help="the course checkout (default: $GPTCORE_COURSE, else the course above PATH, above "
+        "the working folder, or the checkout gptcore is installed from)",
+    )
     g.add_argument(
         "--timeout", type=int, default=120, help="seconds allowed per cell (default 120)"
     )
@@ -164,7 +171,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--check", action="store_true", help="only report whether lessons/ is up to date"
     )
     r.add_argument(
-        "--course", help="the course checkout (default: found above the working directory)"
+        "--course",
+        help="the course checkout (default: $GPTCORE_COURSE, else found above the working folder)",
     )
     r.set_defaults(func=cmd_release)
 

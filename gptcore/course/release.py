@@ -5,6 +5,10 @@ directory and, only when every lesson succeeded, swaps each result into
 ``lessons/``. ``gptcore release --check`` regenerates and compares without
 writing: CI uses it to fail when someone edited a lesson by hand or forgot to
 regenerate.
+
+A released notebook is exactly nbgrader's output plus ``metadata.gptcore``
+(``{"course": ..., "lesson": ...}``): a learner's copy, renamed or moved out of
+the checkout, still tells ``gptcore grade`` which lesson of which course it is.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from .workspace import Course, check_success, copy_lesson_source, nbgrader_api
+from .workspace import (
+    METADATA_KEY,
+    Course,
+    check_success,
+    copy_lesson_source,
+    lesson_metadata,
+    nbgrader_api,
+)
 
 __all__ = ["diff_release", "generate", "release"]
 
@@ -30,7 +41,19 @@ def generate(course: Course, lessons: Sequence[str] | None, out: Path) -> list[s
             copy_lesson_source(course, name, course_dir)
             check_success(api.generate_assignment(name, force=True), f"generate_assignment {name}")
             shutil.copytree(course_dir / "release" / name, out / name)
+            _label(out / name, lesson_metadata(course, name))
     return names
+
+
+def _label(folder: Path, meta: dict[str, str]) -> None:
+    """Write ``meta`` into ``metadata.gptcore`` of each released notebook in ``folder``."""
+    import nbformat
+
+    for path in sorted(folder.glob("*.ipynb")):
+        # nbformat is the writer nbgrader used: the file changes by this key only.
+        nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+        nb.metadata[METADATA_KEY] = meta
+        nbformat.write(nb, path)
 
 
 def _tree_diff(a: Path, b: Path) -> list[str]:

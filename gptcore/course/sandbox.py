@@ -11,10 +11,12 @@ grader, prepares the sandbox, then ``exec``s into it:
   interpreter and the virtual environment, the ``gptcore`` package and the
   course data (``$GPTCORE_DATA_DIR`` and gptcore's download cache).
   ``solutions/``, every gradebook, the rest of the checkout, other students'
-  files and the rest of the grader's home are simply not there. ``/tmp`` is a
-  private, size-capped tmpfs; the student's working copy is copied into it, so
-  whatever the notebook writes is discarded with the sandbox and nothing outside
-  changes. There is no network (only an unconfigured loopback): the kernel talks
+  files and the rest of the grader's home are simply not there. ``/tmp`` (with
+  HOME in it), ``/dev/shm`` and the runtime folder are one tmpfs of the grading
+  worker's own, capped in size and in number of files, never on the host's disk
+  (:mod:`gptcore.course.classroom.scratch`; without root, a size-capped
+  bubblewrap tmpfs); the student's working copy is copied into it, so whatever
+  the notebook writes is discarded with the sandbox and nothing outside changes. There is no network (only an unconfigured loopback): the kernel talks
   to the grader over ZeroMQ IPC sockets in a directory bound into the sandbox.
 - **A dedicated user** (with root): the kernel runs as an unprivileged uid of
   its own (one per worker, via ``setpriv``, no capabilities, ``no_new_privs``),
@@ -24,6 +26,8 @@ grader, prepares the sandbox, then ``exec``s into it:
   (memory), processes and file size; no core dumps.
 - **No leftovers**: ``--die-with-parent`` kills the sandbox with its grader, and
   the PID namespace takes every process the notebook started with it.
+- **No inherited descriptors**: stdin is /dev/null, stdout and stderr a file in
+  the runtime folder, every other descriptor is closed (never the grader's logs).
 - **A clean environment**: only ``PATH``, ``HOME``, locale, thread counts,
   Matplotlib's settings and the ``GPTCORE_*`` variables reach the kernel, never
   the grader's tokens or credentials.
@@ -39,6 +43,11 @@ cgroup; the kernel can spend its whole time budget on CPU; and code running in
 the kernel can still tamper with the grading of its own notebook (see
 ``gptcore.course.classroom``), never with anyone else's.
 """
+
+# Over ~600 lines on purpose: the launcher (which runs as the grader, then execs into the
+# sandbox), the bubblewrap command line and the probe that checks it must be read together,
+# since a claim of the README's sandbox section rests on each line; the kernel's scratch space
+# already lives in classroom/scratch.py.
 
 from __future__ import annotations
 
@@ -106,7 +115,8 @@ class Limits:
     memory_bytes: int = 4 * GiB  # RLIMIT_AS: address space of each process
     processes: int = 64  # RLIMIT_NPROC: processes and threads of the sandbox user
     file_bytes: int = 256 * MiB  # RLIMIT_FSIZE: the largest file it may write
-    scratch_bytes: int = 1 * GiB  # size of the private /tmp (working copy included)
+    scratch_bytes: int = 1 * GiB  # all its writable space: /tmp, HOME, /dev/shm, runtime
+    files: int = 50_000  # files and folders in that space (a tmpfs's nr_inodes)
 
     def describe(self) -> str:
         return (
@@ -214,14 +224,17 @@ def _kernel_problem(box: Sandbox) -> str:
                 text=True,
                 timeout=120,
             )
+            # (The kernel's stdout and stderr go to a file of its runtime folder.)
+            log = rt / "kernel-output.log"
+            printed = log.read_text(errors="replace") if log.is_file() else ""
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"a kernel cannot start in the sandbox ({e})"
         finally:
             shutil.rmtree(rt, ignore_errors=True)
             if box.user:
                 kill_user_processes(sandbox_uid(63))
-        if out.returncode != 0 or "ok" not in out.stdout:
-            lines = (out.stderr or out.stdout).strip().splitlines()
+        if out.returncode != 0 or "ok" not in printed.splitlines():
+            lines = (out.stderr + printed).strip().splitlines()
             return "a kernel cannot start in the sandbox" + (f" ({lines[-1]})" if lines else "")
     return ""
 
@@ -390,12 +403,16 @@ def write_kernelspec(
 
 
 RUNTIME_BASE = "/tmp" if os.path.isdir("/tmp") else None
+# What the runtime marker says when the folder is a tmpfs of its own (made by
+# gptcore.course.classroom.scratch): the kernel's whole writable space is in it.
+BOUNDED_MARKER = "tmpfs"
 
 
 def runtime_dir(tag: str = "") -> Path:
     """A fresh folder for one kernel's connection file and IPC sockets, bound into
     the sandbox: ``/tmp/gptk-<tag>-*``. Short (a Unix socket path has at most 107
-    bytes) and reachable by the kernel's user even without a sandbox."""
+    bytes) and reachable by the kernel's user even without a sandbox. (Class
+    grading mounts a bounded tmpfs on it: :mod:`gptcore.course.classroom.scratch`.)"""
     import tempfile
 
     path = Path(tempfile.mkdtemp(prefix=f"gptk-{tag}-" if tag else "gptk-", dir=RUNTIME_BASE))
@@ -480,6 +497,26 @@ def _parent_death_signal() -> None:
         pass
 
 
+def _bounded(runtime: str) -> bool:
+    try:
+        return Path(runtime, RUNTIME_MARKER).read_text() == BOUNDED_MARKER
+    except OSError:
+        return False
+
+
+def _only_std_fds(runtime: str, debug: bool) -> None:
+    """The kernel inherits stdin from /dev/null, stdout and stderr into a file of its
+    runtime folder, and no other descriptor: never the grader's logs."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    if not debug:
+        out = os.open(os.path.join(runtime, "kernel-output.log"), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    os.closerange(3, soft if soft != resource.RLIM_INFINITY else 65536)
+
+
 def _bwrap_command(spec: dict[str, Any], workdir: str, runtime: str) -> list[str]:
     exe = _bwrap() or "bwrap"
     cmd = [exe, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"]
@@ -493,8 +530,15 @@ def _bwrap_command(spec: dict[str, Any], workdir: str, runtime: str) -> list[str
         elif p.is_dir():
             cmd += ["--ro-bind", str(p), str(p)]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
-    cmd += ["--size", str(64 * MiB), "--perms", "1777", "--tmpfs", "/dev/shm"]
-    cmd += ["--size", str(spec["limits"]["scratch_bytes"]), "--perms", "1777", "--tmpfs", SCRATCH]
+    if _bounded(runtime):
+        # The runtime folder's own tmpfs (size and file count capped, off the
+        # host's disk): all the kernel may write, runtime folder included.
+        cmd += ["--bind", os.path.join(runtime, "shm"), "/dev/shm"]
+        cmd += ["--bind", os.path.join(runtime, "scratch"), SCRATCH]
+    else:  # (size-capped, but no cap on the number of files: see remove_runtime_dir)
+        cmd += ["--size", str(64 * MiB), "--perms", "1777", "--tmpfs", "/dev/shm"]
+        cmd += ["--size", str(spec["limits"]["scratch_bytes"]), "--perms", "1777"]
+        cmd += ["--tmpfs", SCRATCH]
     made: set[str] = {"/", "/usr", "/proc", "/dev", SCRATCH}
 
     def bind(option: str, src: str, dest: str) -> None:
@@ -581,6 +625,7 @@ def main(argv: list[str] | None = None) -> None:
     _set_limits(spec["limits"], uid is not None)
     if debug:
         print(shlex.join(cmd), file=sys.stderr)
+    _only_std_fds(runtime, debug)
     os.execvp(cmd[0], cmd)
 
 

@@ -10,6 +10,7 @@ from .embeddings import (
     sinusoidal_positional_encoding,
 )
 from .gpt import GPT, MLP, Block, GPTCache, LayerNorm
+from .hf import config_from_hf, hf_config
 
 __all__ = [
     "GPT",
@@ -23,6 +24,8 @@ __all__ = [
     "LayerNorm",
     "LearnedPositionalEmbedding",
     "SinusoidalPositionalEncoding",
+    "config_from_hf",
+    "hf_config",
     "one_hot_embed",
     "sinusoidal_positional_encoding",
 ]

@@ -19,6 +19,7 @@ from torch import nn
 
 from .attention import CausalSelfAttention, KVCache
 from .config import GPTConfig
+from .hf import convert_hf_state_dict
 
 __all__ = ["GPT", "MLP", "Block", "GPTCache", "GPTConfig", "LayerNorm"]
 
@@ -145,17 +146,16 @@ class GPT(nn.Module):
             ]
         )
 
-    def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GPTCache | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) int64 -> logits (B, T, vocab_size), and the mean cross-entropy if targets.
+    def hidden_states(self, idx: torch.Tensor, cache: GPTCache | None = None) -> torch.Tensor:
+        """idx (B, T) int64 -> the final hidden states (B, T, C), after ln_f and before lm_head.
 
-        With a ``cache``, idx holds only the tokens after the ``cache.length``
-        already cached ones; they get positions cache.length, cache.length + 1, ...
+        The body of ``forward``; a head other than the LM head (the reward
+        model's scalar head, gptcore.align.reward) reads these. ``cache`` as in
+        ``forward``.
         """
         if idx.ndim != 2 or idx.dtype != torch.long:
             raise ValueError(f"idx must be a (B, T) LongTensor, got {tuple(idx.shape)} {idx.dtype}")
-        b, t = idx.shape
+        _, t = idx.shape
         start = cache.length if cache is not None else 0
         if start + t > self.config.block_size:
             raise ValueError(
@@ -179,47 +179,34 @@ class GPT(nn.Module):
         )  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache.layers[i] if cache is not None else None)
-        x = self.transformer.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, V)
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: GPTCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) int64 -> logits (B, T, vocab_size), and the mean cross-entropy if targets.
+
+        With a ``cache``, idx holds only the tokens after the ``cache.length``
+        already cached ones; they get positions cache.length, cache.length + 1, ...
+        """
+        logits = self.lm_head(self.hidden_states(idx, cache))  # (B, T, V)
         loss = None
         if targets is not None:
+            b, t = idx.shape
             loss = F.cross_entropy(logits.view(b * t, -1), targets.reshape(b * t), ignore_index=-1)
         return logits, loss
 
     # ------------------------------------------------------------- GPT-2 weights
-    _TRANSPOSED = (
-        "attn.c_attn.weight",
-        "attn.c_proj.weight",
-        "mlp.c_fc.weight",
-        "mlp.c_proj.weight",
-    )
-
     @classmethod
     def from_hf_state_dict(cls, sd: dict[str, torch.Tensor], config: GPTConfig) -> GPT:
         """Build a GPT from a Hugging Face ``GPT2LMHeadModel`` state dict.
 
         HF's GPT-2 uses Conv1D layers, whose weights are stored (in, out): the
         transpose of nn.Linear's (out, in). Attention bias buffers are not weights.
+        ``config_from_hf(hf_model.config)`` gives the matching ``config``.
         """
         model = cls(config)
-        own = model.state_dict()
-        sd = {k: v for k, v in sd.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-        sd.pop("lm_head.weight", None)  # tied to transformer.wte.weight
-        expected = {k for k in own if k != "lm_head.weight"}
-        missing, unexpected = expected - set(sd), set(sd) - expected
-        if missing or unexpected:
-            raise ValueError(
-                f"state dict does not match a GPT-2 with {config}: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
-        with torch.no_grad():
-            for k, v in sd.items():
-                v = v.t() if k.endswith(cls._TRANSPOSED) else v
-                if own[k].shape != v.shape:
-                    raise ValueError(
-                        f"{k}: shape {tuple(v.shape)} does not fit {tuple(own[k].shape)}"
-                    )
-                own[k].copy_(v)
+        convert_hf_state_dict(sd, model.state_dict(), config)
         return model
 
     @classmethod

@@ -22,7 +22,8 @@ Plain UTF-8 text, one record per line::
     special <N>                         then N lines: "<JSON string>" <id>
     merges <M>                          then M lines: "<left> <right>"; line i makes id 256+i
 
-Anything else, including a truncated file, raises ``ValueError`` naming the line.
+Anything else, including a truncated file, raises ``ValueError`` naming the line
+(the reader is gptcore.tokenizer.bpe_file).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import heapq
 import json
 import operator
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import cached_property
@@ -42,14 +42,15 @@ from typing import TYPE_CHECKING, Literal
 
 import regex
 
+from ..atomic import write_text_atomic
+from .bpe_file import MAGIC, read_bpe_file
 from .patterns import GPT4_SPLIT_PATTERN
 
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["BPETokenizer"]
+__all__ = ["BPETokenizer", "merge_pair"]
 
-_MAGIC = "gptcore-bpe 1"
 _IDENTITY = tuple(range(256))
 # Chunk -> ids memo. Real text repeats the same chunks (" the", ",") over and
 # over, so memoising makes encoding mostly a dictionary look-up; the bound keeps
@@ -57,8 +58,16 @@ _IDENTITY = tuple(range(256))
 _CACHE_LIMIT = 1 << 17
 
 
-def _merge_pair(ids: list[int], left: int, right: int, new_id: int) -> list[int]:
-    """Replace every non-overlapping (left, right) in ids, scanning left to right."""
+def merge_pair(ids: list[int], left: int, right: int, new_id: int) -> list[int]:
+    """One BPE merge step: replace every non-overlapping ``(left, right)`` in ``ids``.
+
+    Scans left to right, so a run like ``a a a`` with the pair ``(a, a)`` becomes
+    ``new_id a`` (the first two merge, the third is left alone), the order
+    training and encoding both rely on. Returns a new list; ``ids`` is unchanged.
+
+    >>> merge_pair([1, 2, 3, 1, 2], 1, 2, 256)
+    [256, 3, 256]
+    """
     out: list[int] = []
     i, n = 0, len(ids)
     while i < n:
@@ -79,11 +88,6 @@ def _splitter(pattern: str | None) -> Callable[[str], list[str]]:
         return regex.compile(pattern).findall
     except regex.error as e:
         raise ValueError(f"pattern {pattern!r} is not a valid regex: {e}") from None
-
-
-def _is_uint(s: str) -> bool:
-    """ASCII digits only: str.isdigit() alone also accepts "²", which int() rejects."""
-    return s.isascii() and s.isdigit()
 
 
 def _replace_surrogates(text: str) -> str:
@@ -123,7 +127,7 @@ def _learn_merges(chunk_counts: Mapping[bytes, int], num_merges: int) -> list[tu
         touched: set[tuple[int, int]] = set()
         for wi in where.pop(pair):
             word = words[wi]
-            new_word = _merge_pair(word, left, right, new_id)
+            new_word = merge_pair(word, left, right, new_id)
             if len(new_word) == len(word):
                 continue  # an earlier merge in this word already consumed the pair
             freq = freqs[wi]
@@ -276,9 +280,14 @@ class BPETokenizer:
         return MappingProxyType(out)
 
     @property
-    def n_vocab(self) -> int:
-        """One more than the largest id, special tokens included (tiktoken's name)."""
+    def vocab_size(self) -> int:
+        """One more than the largest id, special tokens included (the ``Tokenizer`` protocol)."""
         return max([255 + len(self.merges) + 1, *(t + 1 for t in self.special_tokens.values())])
+
+    @property
+    def n_vocab(self) -> int:
+        """``vocab_size`` under tiktoken's name, so code written for tiktoken works."""
+        return self.vocab_size
 
     def __repr__(self) -> str:
         return (
@@ -299,7 +308,7 @@ class BPETokenizer:
                     best, best_id = pair, new_id
             if best is None:
                 break
-            ids = _merge_pair(ids, best[0], best[1], best_id)
+            ids = merge_pair(ids, best[0], best[1], best_id)
         if self.byte_ids is not _IDENTITY:
             byte_ids = self.byte_ids
             ids = [byte_ids[i] if i < 256 else i for i in ids]
@@ -432,7 +441,7 @@ class BPETokenizer:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the tokenizer in the plain-text format above, atomically."""
         path = Path(path)
-        lines = [_MAGIC, "pattern " + json.dumps(self.pattern)]
+        lines = [MAGIC, "pattern " + json.dumps(self.pattern)]
         if self.byte_ids is _IDENTITY:
             lines.append("bytes identity")
         else:
@@ -441,16 +450,7 @@ class BPETokenizer:
         lines += [f"{json.dumps(t)} {i}" for t, i in self.special_tokens.items()]
         lines.append(f"merges {len(self.merges)}")
         lines += [f"{a} {b}" for (a, b), _ in sorted(self.merges.items(), key=lambda kv: kv[1])]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write("\n".join(lines) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_text_atomic(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
@@ -458,109 +458,7 @@ class BPETokenizer:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path} does not exist; pass the file written by BPETokenizer.save")
-        data = path.read_bytes()
-        try:
-            # Universal newlines, as read_text() would: a CRLF copy still loads.
-            text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-            lines = text.split("\n")
-        except UnicodeDecodeError as e:
-            line_no = data.count(b"\n", 0, e.start) + 1
-            raise ValueError(
-                f"{path}:{line_no}: not UTF-8 text ({e.reason} at byte {e.start}); "
-                "is this a gptcore BPE file?"
-            ) from None
-        if lines and lines[-1] == "":
-            lines.pop()
-        pos = 0
-
-        def take(what: str) -> str:
-            nonlocal pos
-            if pos >= len(lines):
-                raise ValueError(
-                    f"{path}:{pos + 1}: file ends early; expected {what}. "
-                    "The file is truncated: save the tokenizer again."
-                )
-            pos += 1
-            return lines[pos - 1]
-
-        def bad(what: str, line_no: int | None = None) -> ValueError:
-            n = pos if line_no is None else line_no
-            return ValueError(f"{path}:{n}: expected {what}, got {lines[n - 1][:80]!r}")
-
-        if take("the header line") != _MAGIC:
-            raise bad(f"the header {_MAGIC!r} (is this a gptcore BPE file?)")
-        line = take("the pattern line")
-        if not line.startswith("pattern "):
-            raise bad('pattern "<JSON string>"')
-        try:
-            pattern = json.loads(line[len("pattern ") :])
-        except json.JSONDecodeError:
-            raise bad('pattern "<JSON string>"') from None
-        if pattern is not None and not isinstance(pattern, str):
-            raise bad("a JSON string or null for the pattern")
-        try:
-            _splitter(pattern)
-        except ValueError:
-            raise bad("a valid regex as the pattern") from None
-
-        line = take("the bytes line")
-        fields = line.split(" ")
-        if fields[0] != "bytes":
-            raise bad("'bytes identity' or 'bytes' and 256 ids")
-        if fields[1:] == ["identity"]:
-            byte_ids = None
-        else:
-            try:
-                byte_ids = [int(x) for x in fields[1:]]
-            except ValueError:
-                raise bad("'bytes identity' or 'bytes' and 256 ids") from None
-            if sorted(byte_ids) != list(_IDENTITY):
-                raise bad("256 ids forming a permutation of 0..255")
-
-        def count(keyword: str) -> int:
-            line = take(f"'{keyword} <count>'")
-            head, _, num = line.partition(" ")
-            if head != keyword or not _is_uint(num):
-                raise bad(f"'{keyword} <count>'")
-            return int(num)
-
-        special: dict[str, int] = {}
-        special_line: dict[str, int] = {}
-        for _ in range(count("special")):
-            line = take("a special token line")
-            tok, _, tid = line.rpartition(" ")
-            try:
-                name = json.loads(tok)
-                if not isinstance(name, str) or not name or not _is_uint(tid):
-                    raise ValueError
-            except ValueError:
-                raise bad('"<special token as JSON>" <id>') from None
-            if name in special or int(tid) in special.values():
-                raise bad("a special token whose name and id are not listed before")
-            special[name], special_line[name] = int(tid), pos
-
-        pairs: list[tuple[int, int]] = []
-        for i in range(count("merges")):
-            line = take(f"merge #{i}")
-            a, _, b = line.partition(" ")
-            if not (_is_uint(a) and _is_uint(b)) or int(a) >= 256 + i or int(b) >= 256 + i:
-                raise bad(f"two ids below {256 + i} separated by a space")
-            pairs.append((int(a), int(b)))
-        if len(set(pairs)) != len(pairs):
-            seen: set[tuple[int, int]] = set()
-            for i, pair in enumerate(pairs):
-                if pair in seen:
-                    raise bad("a pair that is not merged already", pos - len(pairs) + i + 1)
-                seen.add(pair)
-        if pos != len(lines):
-            pos += 1
-            raise bad("the end of the file")
-        n = 256 + len(pairs)
-        for name, tid in special.items():
-            if tid < n:
-                raise bad(
-                    f"a special token id >= {n}, after every merged token", special_line[name]
-                )
+        pattern, byte_ids, special, pairs = read_bpe_file(path, check_pattern=_splitter)
         try:
             return cls(
                 pairs, pattern=pattern, special_tokens=special, byte_ids=byte_ids, name=path.stem

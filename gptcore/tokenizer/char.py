@@ -3,11 +3,19 @@
 The character-level lessons (n-grams, the baby Shakespeare GPT) use it: its
 vocabulary is tiny (65 symbols for Tiny Shakespeare), so every probability
 table fits on screen.
+
+File format (``save`` / ``load``): a JSON list of the characters in id order,
+``["\\n", " ", "!", ...]``, the ``tokenizer-chars.json`` of a training run.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..atomic import write_text_atomic
 
 __all__ = ["CharTokenizer"]
 
@@ -42,7 +50,7 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
-    n_vocab = vocab_size
+    n_vocab = vocab_size  # tiktoken's name, kept for code written against it
 
     def encode(self, text: str) -> list[int]:
         if not isinstance(text, str):
@@ -69,3 +77,35 @@ class CharTokenizer:
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the vocabulary as a JSON list of characters, atomically."""
+        path = Path(path)
+        return write_text_atomic(path, json.dumps(list(self.chars)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CharTokenizer:
+        """Read a file written by ``save``. Anything else raises ValueError."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist; pass the file written by CharTokenizer.save")
+        try:
+            chars = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"{path} is not a CharTokenizer file ({e}); save the tokenizer again"
+            ) from None
+        if not isinstance(chars, list) or not chars or not all(isinstance(c, str) for c in chars):
+            raise ValueError(
+                f"{path} should hold a JSON list of characters; save the tokenizer again"
+            )
+        if len(set(chars)) != len(chars) or chars != sorted(chars):
+            # ids are positions in the list: a reordered list would silently renumber them
+            raise ValueError(
+                f"{path}: the characters must be distinct and sorted, as save writes them"
+            )
+        try:
+            return cls(chars)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
