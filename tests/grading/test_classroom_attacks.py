@@ -534,3 +534,80 @@ def test_attacks_end_to_end(klass, tmp_path):
     assert live(page) == []
     assert "&lt;script&gt;alert(1)" in page, "the HTML output is shown as text"
     assert got["h_html"].questions[1].points == 0
+
+
+# ------------------------------------------------------------------ 1. tests outside the kernel
+# Reads every readable page of the kernel's own memory: whatever the process ever held
+# (history, frames, freed strings) is there, in any encoding the process used. Each needle
+# is looked for as two pieces, so that the scan's own source never holds the whole of it;
+# MARKER42 is made at run time by the notebook, to show that the scan finds what is there.
+MEMORY_SCAN = (
+    "import re as _re\n"
+    "_marker = ''.join(['MARK', 'ER', str(6 * 7)])\n"
+    "_needles = {'message': (b'\"negat', b'ives\"'), 'call': (b'add(-1', b', 1)'),\n"
+    "            'marker': (b'MARK', b'ER42')}\n"
+    "_found, _scanned = set(), 0\n"
+    "with open('/proc/self/maps') as _maps, open('/proc/self/mem', 'rb', 0) as _mem:\n"
+    "    for _line in _maps:\n"
+    "        _m = _re.match(r'([0-9a-f]+)-([0-9a-f]+) r', _line)\n"
+    "        if not _m or '[vvar' in _line or '[vsyscall' in _line:\n"
+    "            continue\n"
+    "        _lo, _hi = int(_m.group(1), 16), int(_m.group(2), 16)\n"
+    "        try:\n"
+    "            _mem.seek(_lo)\n"
+    "            _chunk = _mem.read(_hi - _lo)\n"
+    "        except (OSError, OverflowError, ValueError):\n"
+    "            continue\n"
+    "        _scanned += len(_chunk)\n"
+    "        for _name, (_head, _tail) in _needles.items():\n"
+    "            _i = _chunk.find(_head)\n"
+    "            while _i >= 0 and _name not in _found:\n"
+    "                if _chunk[_i + len(_head):_i + len(_head) + len(_tail)] == _tail:\n"
+    "                    _found.add(_name)\n"
+    "                _i = _chunk.find(_head, _i + 1)\n"
+    "print('SCAN' + json.dumps({'scanned': _scanned, 'found': sorted(_found)}))\n"
+)
+# Swaps a check's code object: names built at run time, so no review flag; the in-kernel
+# guard compares function identities and never saw it (the issue's second root cause).
+CODE_SWAP = (
+    "_f = getattr(getattr(checks, 'bpe_' + 'merge'), '__' + 'wrapped__')\n"
+    "setattr(_f, '__' + 'code__', getattr(lambda *a, **k: None, '__' + 'code__'))\n"
+    "def merge(ids, pair, idx):\n"
+    "    return [256, 5]\n"
+)
+
+
+def _scan(root: Path, student: str) -> dict:
+    nb = nbformat.read(root / "autograded" / student / LESSON / NB, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    return json.loads(re.search(r"SCAN(\{.*\})", text).group(1))
+
+
+@SANDBOXED
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["trusted runner", "kernel"])
+def test_test_cells_never_run_where_student_code_runs(klass, where, monkeypatch):
+    """Issue 13, root causes 1 and 2: the hidden tests never enter the kernel, and the
+    kernel cannot change a comparison. The "kernel" case (the old design, kept for lessons
+    listed in KERNEL_TESTS) shows the attacks are real: both succeed there."""
+    from gptcore.course.classroom import grading
+
+    if where == "kernel":
+        monkeypatch.setitem(grading.KERNEL_TESTS, LESSON, "the old design, for contrast")
+    submit(klass, "h_scan", {**FULL, "mul": "import json\n" + MEMORY_SCAN + FULL["mul"]})
+    submit(klass, "h_swap", {**FULL, "merge": CODE_SWAP})
+    report = classroom.autograde(klass, LESSON, cell_timeout=120, sandbox="on", progress=False)
+    got = report.by_student()
+    scan = _scan(klass.root, "h_scan")
+    assert scan["scanned"] > 1 << 20 and "marker" in scan["found"], "the scan works"
+    assert got["h_scan"].total == 5
+    merge_points = {q.grade_id: q.points for q in got["h_swap"].questions}["merge_test"]
+    assert not got["h_swap"].flags, "built at run time: no review flag"
+    if where == "kernel":
+        assert {"message", "call"} <= set(scan["found"]), "the hidden test was there"
+        assert merge_points == 2, "the swapped check passed a stub"
+    else:
+        assert not {"message", "call"} & set(scan["found"]), scan
+        assert merge_points == 0, "the check ran in the runner, untouched"
+        reason = {q.grade_id: q.reason for q in got["h_swap"].questions}["merge_test"]
+        assert "merge([5, 5, 5], (5, 5), 256)" in reason or "merge(" in reason, reason

@@ -31,12 +31,17 @@ What ``autograde`` adds to ``nbgrader autograde``:
   /dev/shm, runtime folder) is one tmpfs of the worker's own, capped in size
   and in files, off the host's disk and dropped at once after each student
   (:mod:`.scratch`). Kernels inherit no descriptor of the grader.
-- **Hardened tests.** nbgrader already restores locked test cells, their
-  points and (with ``add_missing_cells``) deleted test cells. Before each test
-  cell, a guard undoes monkeypatches of gptcore, PyTorch, NumPy, ``regex`` and
-  builtins made since the kernel started, re-binds the lesson's ``checks``
-  alias and resets IPython's input and AST transformers. The checks compare
-  plain builtins, so an answer whose ``__eq__`` always returns True fails.
+- **Tests outside the kernel.** Test cells run in a trusted runner
+  (:mod:`.trusted`) that runs no student code and reaches the student's
+  functions through a plain-data channel into the kernel (:mod:`.channel`):
+  hidden tests never enter the kernel, and the checks compare in the runner.
+  Lessons listed in ``grading.KERNEL_TESTS`` (their checks hold the student's
+  ``nn.Module`` or spy on a training loop) still run their test cells in the
+  kernel, where a guard, before each test cell, undoes monkeypatches of
+  gptcore, PyTorch, NumPy, ``regex`` and builtins made since the kernel
+  started, re-binds the lesson's ``checks`` alias and resets IPython's input
+  and AST transformers. nbgrader restores locked test cells, their points and
+  deleted test cells.
 - **Review flags.** Code that matches a known trick is listed in the report
   (``REVIEW``) and the submission is flagged in the gradebook for a human:
   monkeypatching, ``__eq__``, IPython's hooks (transformers, events),
@@ -47,11 +52,11 @@ What ``autograde`` adds to ``nbgrader autograde``:
   source: code that builds these names at run time (``getattr(sys,
   "set" + "trace")``) is not recognised.
 
-Limits: the student's code runs in the same interpreter as the tests, so a
-determined student can still subvert the grading of their *own* notebook (for
-example by finding and disabling the guard through names built at run time),
-and nothing guarantees a flag for it; the sandbox keeps them from reading the
-hidden tests or touching anyone else's grade.
+Limits: in the lessons of ``grading.KERNEL_TESTS`` the student's code runs in
+the same interpreter as the tests, so a determined student can still subvert
+the grading of their *own* notebook there (for example by finding and
+disabling the guard through names built at run time), and nothing guarantees
+a flag for it; the sandbox keeps them from touching anyone else's grade.
 
 ``feedback`` renders nbgrader's HTML feedback from autograded notebooks whose
 hidden tests are replaced by a placeholder (and scrubbed from outputs and
@@ -72,7 +77,9 @@ Where each part lives (imports run down this list, never up):
   ``merge``: each answer into the real gradebook and ``autograded/``;
 - ``worker`` (``python -m gptcore.course.classroom --worker``): one student at a
   time in three steps, validate / run / read; ``execute``: nbgrader's Execute
-  with the guard and caps; ``guard``: the code that runs inside the kernel;
+  with the trusted runner, the guard and caps; ``trusted``: the runner of test
+  cells; ``channel``: its plain-data link into the kernel (also run there);
+  ``guard``: the code that runs inside the kernel;
   ``review`` and ``delegation``: the flags for a human; ``scratch``: the
   kernel's bounded, disposable writable space;
 - ``feedback`` and ``export``.

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from jupyter_core.utils import run_sync
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
-from traitlets import Instance, Integer, Unicode
+from traitlets import Instance, Integer, List, Unicode
 
-from . import guard
+from . import channel, guard
+from .trusted import TrustedRunner
 
-__all__ = ["GradingExecute", "RunLog", "guard_code"]
+__all__ = ["GradingExecute", "RunLog", "channel_code", "guard_code"]
 
 MiB = 1 << 20
 
@@ -60,6 +64,33 @@ def guard_code(settings: dict[str, Any], name: str) -> tuple[str, str]:
         "del _gptcore_guard_boot\n"
     )
     return setup, f"{name}()"
+
+
+def channel_code(socket_path: str, name: str) -> tuple[str, str]:
+    """(setup code, per-test-cell code) for the kernel's end of the :mod:`.channel`.
+
+    The setup connects to the trusted runner's socket before any student code
+    runs (retrying while the runner starts); the per-cell code answers the
+    runner's requests until it says the test cell is over.
+    """
+    setup = (
+        "def _gptcore_channel_boot(source, path):\n"
+        "    import socket, time\n"
+        "    ns = {'__name__': 'gptcore_channel'}\n"
+        "    exec(compile(source, '<gptcore channel>', 'exec'), ns)\n"
+        "    for _ in range(600):\n"
+        "        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "        try:\n"
+        "            s.connect(path)\n"
+        "            break\n"
+        "        except OSError:\n"
+        "            s.close()\n"
+        "            time.sleep(0.1)\n"
+        "    return ns['Peer'](s, trusted=False, namespace=get_ipython().user_ns)\n"
+        f"{name} = _gptcore_channel_boot({inspect.getsource(channel)!r}, {socket_path!r})\n"
+        "del _gptcore_channel_boot\n"
+    )
+    return setup, f"{name}.serve()"
 
 
 def _error(ename: str, evalue: str) -> Any:
@@ -112,6 +143,9 @@ class GradingExecute(Execute):
     # For the whole notebook: many cells each just under the per-cell cap add up.
     max_notebook_output_bytes = Integer(4 * MiB).tag(config=True)
     run_log = Instance(RunLog, allow_none=True).tag(config=True)
+    # Test cells run in a trusted runner (see .trusted) when a socket path is given.
+    trusted_socket = Unicode("").tag(config=True)
+    trusted_imports = List(Unicode()).tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):  # type: ignore[override]
         self._used: dict[int, int] = {}
@@ -120,7 +154,21 @@ class GradingExecute(Execute):
         self._started = False
         if self.run_log is None:
             self.run_log = RunLog()
-        return super().preprocess(nb, resources, km)
+        self._runner: TrustedRunner | None = None
+        self._serve = ""
+        setup = self.setup_code
+        if self.trusted_socket:
+            name = f"_c{os.urandom(6).hex()}"
+            boot, self._serve = channel_code(self.trusted_socket, name)
+            self._runner = TrustedRunner(self.trusted_socket, list(self.trusted_imports), sys.stderr)
+            self._runner.wait_ready()
+            setup = boot + setup
+        self._setup = setup
+        try:
+            return super().preprocess(nb, resources, km)
+        finally:
+            if self._runner is not None:
+                self._runner.close()
 
     def _silent(self, code: str, expression: str = "") -> None:
         """Run ``code`` (and evaluate ``expression``) silently; note what the guard says."""
@@ -151,13 +199,17 @@ class GradingExecute(Execute):
                 cell.outputs = [_error("NotRun", f"this cell was not run: {self._stopped}")]
             return cell, self.resources
         try:
-            if not self._started and self.setup_code:
+            if not self._started and self._setup:
                 self._started = True
-                self._silent(self.setup_code)
+                self._silent(self._setup)
             meta = cell.metadata.get("nbgrader", {})
-            if meta.get("grade") and cell.cell_type == "code" and self.guard_call:
+            test = meta.get("grade") and cell.cell_type == "code"
+            if test and self.guard_call:
                 self._silent("", self.guard_call)
             self._used[index] = 0
+            if test and self._runner is not None:
+                cell.outputs = self._run_trusted(cell, index)
+                return cell, self.resources
             return super().preprocess_cell(cell, resources, index)
         except (DeadKernelError, CellTimeoutError) as e:
             status, ename, message, stopped = next(
@@ -169,6 +221,50 @@ class GradingExecute(Execute):
         cell.outputs = [*cell.get("outputs", []), out]
         self.nb.cells[index] = cell
         return cell, self.resources
+
+    def _run_trusted(self, cell: Any, index: int) -> list[Any]:
+        """Run a test cell in the trusted runner while the kernel answers its requests."""
+        assert self.kc is not None and self._runner is not None
+        msg_id = self.kc.execute(
+            self._serve, silent=True, store_history=False, stop_on_error=False
+        )
+        self._runner.run(cell.source, cell.metadata.get("nbgrader", {}).get("grade_id", ""))
+        timeout = self.timeout if self.timeout and self.timeout > 0 else 3600
+        result = self._runner.read(timeout)
+        if result is None:
+            # The student's code is stuck in a call: interrupt it, as nbclient would.
+            if self.km is not None:
+                run_sync(self.km.interrupt_kernel)()
+            result = self._runner.read(30)
+            if result is None:
+                raise CellTimeoutError.error_from_timeout_and_cell(
+                    "the test cell timed out", timeout, cell
+                )
+            why = f"cell {index} ran past the time limit ({timeout} s) and was interrupted"
+            result["error"] = {"ename": "CellTimeoutError", "evalue": why, "traceback": [why]}
+        reply = self.wait_for_reply(msg_id)
+        if reply is None or reply.get("content", {}).get("status") != "ok":
+            # The kernel's end of the channel broke: the runner's result says what happened.
+            self.run_log.setup_errors.append("the kernel stopped answering the test runner")
+        outputs = []
+        limit = self.max_output_bytes
+        for stream in ("stdout", "stderr"):
+            text = str(result.get(stream) or "")
+            if text:
+                outputs.append(new_output("stream", name=stream, text=_clip(text, limit)))
+        err = result.get("error")
+        if isinstance(err, dict):
+            tb = [_clip(str(t), 4000) for t in err.get("traceback") or []][-60:]
+            outputs.append(
+                new_output(
+                    "error",
+                    ename=_clip(str(err.get("ename", "Error")), 200),
+                    evalue=_clip(str(err.get("evalue", "")), 4000),
+                    traceback=tb,
+                )
+            )
+        self._total += sum(_content_size(o) for o in outputs)
+        return outputs
 
     def output(self, outs, msg, display_id, cell_index):  # type: ignore[override]
         """Keep an output while the cell and the notebook are under their caps.

@@ -7,6 +7,7 @@ they start, and merges each answer as it comes (:mod:`.merge`).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -100,6 +101,11 @@ def autograde(
     report.notes.append(
         f"{workers} worker(s), {threads} thread(s) per kernel; timeouts: {cell_timeout} s per "
         f"cell, {notebook_timeout} s per notebook; limits: {limits.describe()}"
+    )
+    report.notes.append(
+        f"test cells ran in the student's kernel, with the guard ({KERNEL_TESTS[lesson]})"
+        if lesson in KERNEL_TESTS
+        else "test cells ran in a trusted runner; the student's kernel only answered its calls"
     )
     with tempfile.TemporaryDirectory(prefix="gptcore-class-", ignore_cleanup_errors=True) as tmp_name:
         tmp = Path(tmp_name)
@@ -234,7 +240,38 @@ def guard_settings(course: Course, lesson: str, notebooks: list[str]) -> dict[st
                     attr, alias = parts[0], parts[-1]
                     if ".checks" in f"{module}.{attr}":
                         aliases[alias] = [module, attr]
-    return {"aliases": aliases, "protected": PROTECTED}
+    return {"aliases": aliases, "protected": PROTECTED, **trusted_settings(course, lesson, notebooks)}
+
+
+# Lessons whose test cells still run in the student's kernel (with the guard), and why.
+# Their checks hold the student's nn.Module itself (isinstance, parameters shared with an
+# optimizer, gradients after backward) or spy on a training loop with context managers and
+# tensor hooks; moving them needs autograd and context managers across the channel.
+KERNEL_TESTS: dict[str, str] = {
+    "03_embeddings": "NeuralBigram is an nn.Module the checks train and inspect",
+    "05_gpt": "LayerNorm, MLP, Block and GPT are nn.Modules the checks inspect and backpropagate",
+    "06_training": "the checks spy on the training loop (autocast, no_sync, gradient hooks)",
+}
+
+
+def trusted_settings(course: Course, lesson: str, notebooks: list[str]) -> dict[str, Any]:
+    """Where the lesson's test cells run, and the imports of its provided cells (the
+    names a trusted runner binds itself: ``checks``, ``torch``...)."""
+    imports: list[str] = []
+    for name in notebooks:
+        nb = json.loads(course.source_notebook(lesson, f"{name}.ipynb").read_text())
+        for cell in nb.get("cells", []):
+            meta = nbgrader_meta(cell)
+            if cell.get("cell_type") != "code" or meta.get("solution") or meta.get("grade"):
+                continue
+            try:
+                tree = ast.parse("".join(cell.get("source", "")))
+            except SyntaxError:
+                continue
+            for node in tree.body:
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    imports.append(ast.unparse(node))
+    return {"imports": list(dict.fromkeys(imports)), "trusted": lesson not in KERNEL_TESTS}
 
 
 def _matplotlib_seed(dest: Path) -> Path:

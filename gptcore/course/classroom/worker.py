@@ -237,6 +237,8 @@ def _autograde_config(setup: dict[str, Any], kernel: str, rt: Path, log: RunLog)
         "GradingExecute.max_output_bytes": setup["max_output_bytes"],
         "GradingExecute.max_notebook_output_bytes": 4 * setup["max_output_bytes"],
         "GradingExecute.run_log": log,
+        "GradingExecute.trusted_socket": str(rt / "tests.sock") if setup["guard"]["trusted"] else "",
+        "GradingExecute.trusted_imports": setup["guard"]["imports"],
     }
 
 

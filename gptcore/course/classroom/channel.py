@@ -1,0 +1,886 @@
+"""The plain-data channel between a grading kernel and the trusted test runner.
+
+When a class is graded, the student's code runs in a sandboxed kernel and the
+test cells run in another process, the trusted runner (:mod:`.trusted`), which
+never runs student code. The runner reaches the student's functions and
+classes through this channel: a Unix socket in the kernel's runtime folder,
+one :class:`Peer` at each end, speaking in requests and replies.
+
+Only plain data crosses it by value: None, bool, int, float, str, bytes,
+lists, tuples, dicts and sets of them, slices, tensors (their bytes, in
+safetensors), ``torch.Generator`` states, dtypes, devices, and gptcore's
+dataclasses (rebuilt from their fields). Anything else of the kernel's stays
+there and the runner gets a *handle*, a :class:`Remote` it can call and read
+attributes and items from. Nothing the kernel sends is ever unpickled: the
+runner's decoder builds only the types above, so the kernel can only answer
+with values, never with code. The runner's own objects that a check passes
+to the student's code (a model, an optimizer, a KV cache) go the other way
+as pickled copies (the kernel may run anything anyway); what the student's
+code did to them comes back as plain data (weights, gradients, train/eval
+modes, optimizer state, plain attributes) and is put into the originals.
+
+What the kernel may ask of the runner is narrow too: it can only *call* the
+callables the runner passed it (a model's ``next_token_probs``, a spy), with
+plain data; it cannot read their attributes, so it can never reach the
+runner's checks, their modules or their globals.
+
+Semantics kept from running in one process, so that a check reads the same:
+
+- arguments that the callee changes in place (a list, a dict, a tensor, a
+  generator's state, the runner's copied objects) are written back into the
+  caller's objects;
+- an exception is raised again on the caller's side as the same built-in
+  class (a ``ValueError`` stays a ``ValueError``, a student's own class named
+  after its nearest built-in base), with its message, and, for
+  ``NotImplementedError``, the name of the unwritten function;
+- the caller's PyTorch and Python random states and its gradient mode go with
+  every call from the runner, so that a seeded check draws the same numbers.
+
+This module is sent to the kernel by source (as the guard is): it needs only
+the standard library, and PyTorch and safetensors once a tensor crosses.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import importlib
+import io
+import json
+import math
+import pickle
+import random
+import socket
+import struct
+import sys
+import types
+from typing import Any
+
+__all__ = ["ChannelError", "Peer", "Remote", "RemoteGlobals"]
+
+MAX_MESSAGE = 512 << 20  # bytes: the kernel cannot make the runner hold more
+MAX_DEPTH = 48  # nesting of containers in one value
+MAX_ITEMS = 1_000_000  # items of one container
+REPR_CHARS = 300
+_BUILTIN_ERRORS = {
+    n: c
+    for n, c in vars(__import__("builtins")).items()
+    if isinstance(c, type) and issubclass(c, BaseException)
+}
+
+
+class ChannelError(Exception):
+    """The other side broke the protocol, or a value cannot cross."""
+
+
+# ------------------------------------------------------------------ framing
+def _send(sock: socket.socket, header: dict[str, Any], blob: bytes = b"") -> None:
+    head = json.dumps(header, allow_nan=False, separators=(",", ":")).encode()
+    sock.sendall(struct.pack("<QQ", len(head), len(blob)) + head + blob)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if not k:
+            raise ChannelError("the other side closed the channel")
+        got += k
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
+    nh, nb = struct.unpack("<QQ", _recv_exact(sock, 16))
+    if nh > MAX_MESSAGE or nb > MAX_MESSAGE:
+        raise ChannelError(f"a message of {nh + nb} bytes is over the limit")
+    header = json.loads(_recv_exact(sock, nh), parse_constant=_no_constant)
+    if not isinstance(header, dict):
+        raise ChannelError("a message is not an object")
+    return header, _recv_exact(sock, nb) if nb else b""
+
+
+def _no_constant(name: str) -> Any:
+    raise ChannelError(f"{name} is not JSON")
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+# ------------------------------------------------------------------ handles
+class Remote:
+    """An object that lives on the other side of the channel.
+
+    Calling it, reading an attribute or an item asks the other side; the
+    answer is plain data or another handle. Comparisons are by identity, so a
+    student's object whose ``__eq__`` always says True is just a handle here,
+    equal to nothing.
+    """
+
+    __slots__ = ("__weakref__", "_info", "_peer", "_rid")
+
+    def __init__(self, peer: Peer, rid: int, info: dict[str, Any]) -> None:
+        object.__setattr__(self, "_peer", peer)
+        object.__setattr__(self, "_rid", rid)
+        object.__setattr__(self, "_info", info)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)  # (probes like __array__, __torch_function__)
+        return self._peer.request("getattr", self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._peer.request("setattr", self, name, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._peer.request("call", self, args, kwargs)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._peer.request("getitem", self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._peer.request("setitem", self, key, value)
+
+    def __len__(self) -> int:
+        n = self._peer.request("len", self)
+        if type(n) is not int:
+            raise TypeError("len() of the object is not an int")
+        return n
+
+    def __iter__(self) -> Any:
+        items = self._peer.request("iter", self)
+        if type(items) is not list:
+            raise TypeError("the object did not iterate to a list")
+        return iter(items)
+
+    def __repr__(self) -> str:
+        return str(self._info.get("r", "<remote object>"))
+
+    @property
+    def __name__(self) -> str:  # type: ignore[override]
+        return str(self._info.get("n") or type(self).__qualname__)
+
+    @property
+    def __code__(self) -> Any:
+        """Enough of a code object for the checks to see which names the function uses."""
+
+        class _Code:
+            co_names = tuple(str(x) for x in self._info.get("names") or ())
+            co_consts = ()
+
+        return _Code()
+
+    @property
+    def __globals__(self) -> RemoteGlobals:
+        """The namespace the function was defined in, read by name from the other side."""
+        return RemoteGlobals(self._peer)
+
+
+class RemoteGlobals:
+    """The kernel's notebook namespace, read one name at a time (``get`` only)."""
+
+    def __init__(self, peer: Peer) -> None:
+        self._peer = peer
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self._peer.lookup([name])
+        return found.get(name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        found = self._peer.lookup([name])
+        if name not in found:
+            raise KeyError(name)
+        return found[name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._peer.lookup([name])
+
+    def keys(self) -> list[str]:
+        return []
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+_PROXY_TYPES: dict[tuple[str, str], type] = {}
+
+
+def _proxy_type(module: str, qualname: str) -> type:
+    """A subclass of Remote named like the remote object's type, for messages
+    ("got numpy.int64"); never one of the types a check accepts."""
+    key = (module[:100], qualname[:100])
+    if key not in _PROXY_TYPES and len(_PROXY_TYPES) < 1000:
+        name = key[1].rsplit(".", 1)[-1] or "object"
+        _PROXY_TYPES[key] = type(name, (Remote,), {"__slots__": (), "__module__": key[0]})
+        _PROXY_TYPES[key].__qualname__ = key[1]
+    return _PROXY_TYPES.get(key, Remote)
+
+
+def _exception(err: dict[str, Any]) -> BaseException:
+    """The other side's exception, raised here as its nearest built-in class."""
+    name = str(err.get("name", "Exception"))[:200]
+    base: type[BaseException] = Exception
+    for n in err.get("mro") or ():
+        if n in _BUILTIN_ERRORS:
+            base = _BUILTIN_ERRORS[n]
+            break
+    if name == base.__name__:
+        cls = base
+    else:
+        try:
+            cls = type(name, (base,), {"__module__": str(err.get("module", ""))[:200]})
+        except TypeError:  # a base that cannot be subclassed (bool's kin)
+            cls = base
+    try:
+        e = cls(str(err.get("msg", ""))[:20_000])
+    except Exception:
+        e = Exception(str(err.get("msg", ""))[:20_000])
+    if err.get("stub"):
+        e.stub_name = str(err["stub"])[:200]  # type: ignore[attr-defined]
+    return e
+
+
+def _stub(e: BaseException) -> str:
+    """The innermost function of the notebook in ``e``'s traceback (the unwritten stub)."""
+    tb, stub = e.__traceback__, ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if tb.tb_frame.f_globals.get("__name__") == "__main__":
+            stub = getattr(code, "co_qualname", code.co_name)
+        tb = tb.tb_next
+    return stub.rsplit("<locals>.", 1)[-1].split(".")[0] if stub else ""
+
+
+def _names_used(code: Any) -> list[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= set(_names_used(const))
+    return sorted(names)
+
+
+# ------------------------------------------------------------------ the peer
+class Peer:
+    """One end of the channel. ``trusted`` is the runner's end: it decodes no
+    pickle and only lets the other side call the callables it was given."""
+
+    def __init__(self, sock: socket.socket, *, trusted: bool, namespace: dict | None = None):
+        self.sock = sock
+        self.trusted = trusted
+        self.namespace = namespace if namespace is not None else {}
+        self.objects: dict[int, Any] = {}  # handles we gave out: id -> object
+        self._ids: dict[int, int] = {}  # id(object) -> handle id
+        self._proxies: dict[int, Remote] = {}  # the other side's handles
+        self._next_msg = 0
+        self._sent_rng: tuple[bytes, Any] | None = None
+        self.ending = False
+
+    # ------------------------------------------------------ asking the other side
+    def request(self, op: str, *parts: Any) -> Any:
+        self._next_msg += 1
+        msg_id = self._next_msg
+        enc = _Encoder(self)
+        header: dict[str, Any] = {"op": op, "id": msg_id, "p": [enc.value(p) for p in parts]}
+        if self.trusted:
+            self._add_state(header, enc)
+        _send(self.sock, header, enc.finish(header))
+        while True:
+            msg, blob = _recv(self.sock)
+            if "op" in msg:
+                self._answer(msg, blob)
+                continue
+            if msg.get("re") != msg_id:
+                raise ChannelError("a reply to a request that was not made")
+            dec = _Decoder(self, blob, msg, sent=enc.pickled)
+            if "err" in msg:
+                raise _exception(msg["err"] if isinstance(msg["err"], dict) else {})
+            result = dec.value(msg.get("ok"))
+            if op == "call":
+                self._write_back(parts, msg.get("wb") or [], dec)
+            return result
+
+    def lookup(self, names: list[str]) -> dict[str, Any]:
+        """The kernel's notebook names that exist, by value or as handles."""
+        found = self.request("names", names)
+        if type(found) is not dict:
+            raise ChannelError("the kernel's names are not a dict")
+        return {k: v for k, v in found.items() if type(k) is str}
+
+    def release(self) -> None:
+        """Forget every handle, both ways (the end of a test cell)."""
+        self._proxies.clear()
+        self.objects.clear()
+        self._ids.clear()
+
+    def _add_state(self, header: dict[str, Any], enc: _Encoder) -> None:
+        """The runner's random states (when they changed) and gradient mode go with a call."""
+        torch = _torch()
+        py = random.getstate()
+        state = torch.get_rng_state().numpy().tobytes() if torch is not None else b""
+        if self._sent_rng is None or self._sent_rng != (state, py):
+            header["rng"] = {"py": enc.value(py)}
+            if torch is not None:
+                header["rng"]["torch"] = enc.value(torch.get_rng_state())
+            self._sent_rng = (state, py)
+        if torch is not None:
+            header["grad"] = bool(torch.is_grad_enabled())
+
+    def _write_back(self, parts: tuple[Any, ...], wb: list[Any], dec: _Decoder) -> None:
+        """Put what the callee did to our arguments into them (we passed copies)."""
+        if len(parts) < 3 or not isinstance(wb, list):
+            return
+        args, kwargs = parts[1], parts[2]
+        for item in wb[:1000]:
+            if not (isinstance(item, list) and len(item) in (2, 3)):
+                raise ChannelError("a malformed write-back")
+            where, raw, *kind = item
+            if isinstance(where, int) and 0 <= where < len(args):
+                target = args[where]
+            elif isinstance(where, str) and where in kwargs:
+                target = kwargs[where]
+            else:
+                raise ChannelError("a write-back to no argument")
+            new = dec.value(raw)
+            if kind:
+                _restore(target, new)
+            elif _holds_remote(new):
+                raise ChannelError("a write-back holding the notebook's objects")
+            else:
+                _assign(target, new)
+
+    # ------------------------------------------------------ answering the other side
+    def serve(self) -> None:
+        """Answer requests until the other side says the cell is over (the kernel's end)."""
+        self.ending = False
+        while not self.ending:
+            msg, blob = _recv(self.sock)
+            if "op" not in msg:
+                raise ChannelError("a reply when no request was made")
+            self._answer(msg, blob)
+
+    def _answer(self, msg: dict[str, Any], blob: bytes) -> None:
+        msg_id = msg.get("id")
+        op = msg.get("op")
+        enc = _Encoder(self)
+        try:
+            if op == "end" and not self.trusted:
+                self.ending = True
+                self.objects.clear()
+                self._ids.clear()
+                self._proxies.clear()
+                _send(self.sock, {"re": msg_id, "ok": None})
+                return
+            dec = _Decoder(self, blob, msg)
+            parts = [dec.value(p) for p in msg.get("p") or []]
+            enc.runner_objects = dec.unpickled
+            result, wb = self._do(str(op), parts, msg, dec, enc)
+            header = {"re": msg_id, "ok": enc.value(result)}
+            if wb:
+                header["wb"] = wb
+        except BaseException as e:
+            if isinstance(e, ChannelError) and self.trusted:
+                raise
+            enc = _Encoder(self)
+            header = {"re": msg_id, "err": _describe(e)}
+            if isinstance(e, (SystemExit, GeneratorExit)):
+                header["err"]["name"] = "SystemExit"
+        _send(self.sock, header, enc.finish(header))
+
+    def _do(
+        self, op: str, parts: list[Any], msg: dict[str, Any], dec: _Decoder, enc: _Encoder
+    ) -> tuple[Any, list[Any]]:
+        if self.trusted and op != "call":
+            raise PermissionError(f"the grader's objects cannot be asked {op!r}, only called")
+        if op == "names":
+            names = parts[0] if parts and type(parts[0]) is list else []
+            ns = self.namespace
+            return {n: ns[n] for n in names if type(n) is str and n in ns}, []
+        if op == "release":
+            return None, []
+        target = parts[0] if parts else None
+        if op == "call":
+            args, kwargs = parts[1], parts[2]
+            if type(args) is not tuple or type(kwargs) is not dict:
+                raise ChannelError("a malformed call")
+            if self.trusted and not (callable(target) and id(target) in self._ids):
+                raise PermissionError("only the callables the grader passed can be called")
+            return self._call(target, args, kwargs, msg, dec, enc)
+        if op == "getattr":
+            return getattr(target, str(parts[1])), []
+        if op == "setattr":
+            setattr(target, str(parts[1]), parts[2])
+            return None, []
+        if op == "getitem":
+            return target[parts[1]], []
+        if op == "setitem":
+            target[parts[1]] = parts[2]
+            return None, []
+        if op == "len":
+            return len(target), []
+        if op == "iter":
+            out = []
+            for x in target:
+                out.append(x)
+                if len(out) > MAX_ITEMS:
+                    raise ValueError("too many items to send")
+            return out, []
+        raise ChannelError(f"unknown request {op!r}")
+
+    def _call(
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        msg: dict[str, Any],
+        dec: _Decoder,
+        enc: _Encoder,
+    ) -> tuple[Any, list[Any]]:
+        torch = _torch()
+        rng = msg.get("rng")
+        if isinstance(rng, dict) and not self.trusted:
+            if "py" in rng:
+                random.setstate(dec.value(rng["py"]))
+            if "torch" in rng and torch is not None:
+                torch.set_rng_state(dec.value(rng["torch"]))
+        before = {k: _snapshot(v) for k, v in [*enumerate(args), *kwargs.items()]}
+        grad = msg.get("grad")
+        if torch is not None and isinstance(grad, bool):
+            with torch.set_grad_enabled(grad):
+                result = fn(*args, **kwargs)
+        else:
+            result = fn(*args, **kwargs)
+        wb = []
+        for k, v in [*enumerate(args), *kwargs.items()]:
+            snap = before[k]
+            if any(v is o for o in dec.unpickled):  # the runner's object, copied here
+                wb.append([k, enc.value(_state(v)), 1])
+            elif snap is not None and not _same(snap, _snapshot(v)):
+                wb.append([k, enc.value(v)])
+        return result, wb
+
+    # ------------------------------------------------------ handles we give out
+    def handle(self, obj: Any) -> int:
+        key = id(obj)
+        if key not in self._ids:
+            rid = len(self.objects) + 1
+            self.objects[rid] = obj
+            self._ids[key] = rid
+        return self._ids[key]
+
+    def proxy(self, rid: int, info: dict[str, Any]) -> Remote:
+        if rid not in self._proxies:
+            cls = _proxy_type(str(info.get("m", "")), str(info.get("q", "object")))
+            self._proxies[rid] = cls(self, rid, info)
+        return self._proxies[rid]
+
+
+def _describe(e: BaseException) -> dict[str, Any]:
+    t = type(e)
+    try:
+        msg = str(e)
+    except Exception:
+        msg = "<the message could not be shown>"
+    out = {
+        "name": str(getattr(t, "__name__", "Exception"))[:200],
+        "module": str(getattr(t, "__module__", ""))[:200],
+        "mro": [str(getattr(c, "__name__", "")) for c in getattr(t, "__mro__", ())][:50],
+        "msg": msg[:20_000],
+    }
+    if isinstance(e, NotImplementedError):
+        out["stub"] = getattr(e, "stub_name", "") or _stub(e)
+    return out
+
+
+def _snapshot(v: Any) -> Any:
+    """What to compare after a call to see whether an argument changed (None: cannot)."""
+    torch = _torch()
+    if torch is not None and isinstance(v, torch.Tensor):
+        return ("t", v.detach().clone())
+    if torch is not None and isinstance(v, torch.Generator):
+        return ("g", v.get_state().clone())
+    if type(v) in (list, dict):
+        try:
+            return ("v", json.dumps(v, sort_keys=True, default=repr))
+        except Exception:
+            return ("r", repr(v))
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a[0] != b[0]:
+        return False
+    if a[0] in ("t", "g"):
+        x, y = a[1], b[1]
+        if x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        torch = _torch()
+        return bool(torch.equal(x, y) or (x.is_floating_point() and ((x == y) | (x.isnan() & y.isnan())).all()))
+    return a[1] == b[1]
+
+
+def _assign(target: Any, new: Any) -> None:
+    """Make ``target`` (our argument) hold ``new`` (what the callee left in its copy)."""
+    torch = _torch()
+    if torch is not None and isinstance(target, torch.Tensor) and isinstance(new, torch.Tensor):
+        with torch.no_grad():
+            if target.shape != new.shape:
+                target.resize_(new.shape)
+            target.copy_(new.to(target.dtype))
+    elif torch is not None and isinstance(target, torch.Generator) and isinstance(new, torch.Generator):
+        target.set_state(new.get_state())
+    elif type(target) is list and type(new) is list:
+        target[:] = new
+    elif type(target) is dict and type(new) is dict:
+        target.clear()
+        target.update(new)
+    else:
+        raise ChannelError("a write-back of another type")
+
+
+def _state(obj: Any) -> dict[str, Any]:
+    """What became of one of the runner's objects the kernel got a copy of, as plain data."""
+    torch = _torch()
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        return {
+            "kind": "module",
+            "sd": dict(obj.state_dict()),
+            "grad": {n: p.grad for n, p in obj.named_parameters()},
+            "train": {n: m.training for n, m in obj.named_modules()},
+        }
+    if torch is not None and isinstance(obj, torch.optim.Optimizer):
+        return {"kind": "optimizer", "sd": obj.state_dict()}
+    return {"kind": "vars", "vars": dict(vars(obj))}
+
+
+def _restore(target: Any, state: Any) -> None:
+    """Make the runner's ``target`` what the kernel's copy of it became (``_state``)."""
+    torch = _torch()
+    kind = state.get("kind") if type(state) is dict else None
+    if kind in ("module", "optimizer") and _holds_remote(state):
+        raise ChannelError("a write-back holding the notebook's objects")
+    if kind == "module" and isinstance(target, torch.nn.Module):
+        with torch.no_grad():
+            target.load_state_dict(state["sd"])
+        params = dict(target.named_parameters())
+        for name, g in dict(state.get("grad") or {}).items():
+            if name in params and (g is None or g.shape == params[name].shape):
+                params[name].grad = None if g is None else g.detach().to(params[name].dtype)
+        flags = dict(state.get("train") or {})
+        for name, m in target.named_modules():
+            if type(flags.get(name)) is bool:
+                m.training = flags[name]
+    elif kind == "optimizer" and isinstance(target, torch.optim.Optimizer):
+        target.load_state_dict(state["sd"])
+    elif kind == "vars" and type(state.get("vars")) is dict:
+        mine = vars(target)
+        for k, new in state["vars"].items():
+            if k not in mine or str(k).startswith("__") or _holds_remote(new):
+                continue  # only plain values it had: nothing of the kernel's gets in here
+            old = mine[k]
+            if torch is not None and isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
+                if old.shape == new.shape and old.dtype == new.dtype:
+                    with torch.no_grad():
+                        old.copy_(new)
+                    continue
+            setattr(target, k, new)
+    else:
+        raise ChannelError("a write-back of another kind of object")
+
+
+def _holds_remote(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, Remote):
+        return True
+    if depth > MAX_DEPTH:
+        return True
+    if type(v) in (list, tuple, set, frozenset):
+        return any(_holds_remote(x, depth + 1) for x in v)
+    if type(v) is dict:
+        return any(_holds_remote(k, depth + 1) or _holds_remote(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def _called_back(v: Any) -> bool:
+    """Which of the runner's objects the kernel gets as a handle to call (functions, spies);
+    every other one goes as a copy (modules, optimizers, caches, tokenizers)."""
+    if isinstance(v, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                      types.BuiltinMethodType, functools.partial)):  # fmt: skip
+        return True
+    torch = _torch()
+    if torch is not None and isinstance(v, (torch.nn.Module, torch.optim.Optimizer)):
+        return False
+    return callable(v) and not isinstance(v, type)
+
+
+# ------------------------------------------------------------------ values
+class _Encoder:
+    """One message's values as JSON, its tensors in one safetensors blob."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.tensors: dict[str, Any] = {}
+        self.pickled: list[Any] = []  # the runner's objects sent as copies, in one pickle
+        self.runner_objects: list[Any] = []  # (the kernel's end) the copies it was sent
+
+    def finish(self, header: dict[str, Any]) -> bytes:
+        """Add the pickled copies to ``header``; return the tensors' blob."""
+        if self.pickled:
+            buf = io.BytesIO()
+            _Pickler(buf, self).dump(self.pickled)
+            header["pk"] = base64.b64encode(buf.getvalue()).decode()
+        return self.blob()
+
+    def blob(self) -> bytes:
+        if not self.tensors:
+            return b""
+        from safetensors.torch import save
+
+        return save(self.tensors)
+
+    def _tensor(self, t: Any) -> str:
+        key = str(len(self.tensors))
+        self.tensors[key] = t.detach().to("cpu").contiguous().clone()
+        return key
+
+    def value(self, v: Any, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise ValueError("a value nested too deeply to send")
+        t = type(v)
+        if v is None or t is bool or t is int or t is str:
+            return v
+        if t is float:
+            return v if math.isfinite(v) else {"$f": repr(v)}
+        if t is list:
+            return [self.value(x, depth + 1) for x in v]
+        if t is tuple:
+            return {"$t": [self.value(x, depth + 1) for x in v]}
+        if t is dict:
+            return {"$d": [[self.value(k, depth + 1), self.value(x, depth + 1)] for k, x in v.items()]}
+        if t is set or t is frozenset:
+            return {"$s" if t is set else "$fs": [self.value(x, depth + 1) for x in v]}
+        if t is bytes:
+            return {"$b": base64.b64encode(v).decode()}
+        if t is slice:
+            return {"$sl": [self.value(x, depth + 1) for x in (v.start, v.stop, v.step)]}
+        if v is Ellipsis:
+            return {"$e": 1}
+        if isinstance(v, Remote) and v._peer is self.peer:
+            return {"$y": v._rid}  # the other side's own object, back to it
+        torch = _torch()
+        if torch is not None:
+            if isinstance(v, torch.Tensor) and v.dtype not in (torch.complex64, torch.complex128):
+                return {"$T": self._tensor(v), "g": bool(v.requires_grad)}
+            if isinstance(v, torch.Generator):
+                return {"$G": self._tensor(v.get_state()), "dev": str(v.device)}
+            if isinstance(v, torch.dtype):
+                return {"$dt": str(v).removeprefix("torch.")}
+            if isinstance(v, torch.device):
+                return {"$dv": str(v)}
+            if isinstance(v, torch.Size):
+                return {"$z": [int(x) for x in v]}
+        if dataclasses.is_dataclass(v) and not isinstance(v, type) and _gptcore_class(t):
+            fields = {f.name: self.value(getattr(v, f.name), depth + 1) for f in dataclasses.fields(v)}
+            return {"$dc": f"{t.__module__}:{t.__qualname__}", "f": fields}
+        if self.peer.trusted:
+            if _called_back(v):
+                return self._handle(v)
+            for i, o in enumerate(self.pickled):
+                if o is v:
+                    return {"$pk": i}
+            self.pickled.append(v)
+            return {"$pk": len(self.pickled) - 1}
+        for i, o in enumerate(self.runner_objects):
+            if o is v:
+                return {"$yp": i}  # the runner's own object (its copy here), back to it
+        return self._handle(v)
+
+    def _handle(self, v: Any) -> dict[str, Any]:
+        t = type(v)
+        try:
+            r = repr(v)
+        except Exception:
+            r = f"<{t.__qualname__} whose repr raised>"
+        info = {
+            "m": str(getattr(t, "__module__", "")),
+            "q": str(getattr(t, "__qualname__", "object")),
+            "r": r[:REPR_CHARS],
+        }
+        name = getattr(v, "__name__", None) if not self.peer.trusted else None
+        if isinstance(name, str):
+            info["n"] = name[:200]
+            code = getattr(v, "__code__", None)
+            if code is not None and hasattr(code, "co_names"):
+                info["names"] = _names_used(code)[:500]
+        return {"$h": self.peer.handle(v), "i": info}
+
+
+class _Pickler(pickle.Pickler):
+    """The runner's copies for the kernel. Inside them, the kernel's own objects (the
+    student's function a cache calls) go back as references, and the runner's functions
+    that cannot be pickled by name (lambdas, bound methods, spies) as handles to call."""
+
+    def __init__(self, file: Any, enc: _Encoder) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.enc = enc
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, Remote) and obj._peer is self.enc.peer:
+            return ("y", obj._rid)
+        if any(obj is o for o in self.enc.pickled):
+            return None
+        if _by_name(obj):
+            return None
+        if _called_back(obj):
+            ref = self.enc._handle(obj)
+            return ("h", ref["$h"], ref["i"])
+        return None
+
+
+def _by_name(obj: Any) -> bool:
+    """A function pickle can name (module-level): it is imported, not called back."""
+    if isinstance(obj, types.FunctionType | types.BuiltinFunctionType | type):
+        qual = getattr(obj, "__qualname__", "") or ""
+        return "<" not in qual
+    return False
+
+
+class _Unpickler(pickle.Unpickler):
+    """The kernel's end of ``_Pickler``."""
+
+    def __init__(self, file: Any, peer: Peer) -> None:
+        super().__init__(file)
+        self.peer = peer
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid[0] == "y":
+            return self.peer.objects[pid[1]]
+        return self.peer.proxy(pid[1], pid[2])
+
+
+def _gptcore_class(t: type) -> bool:
+    module = getattr(t, "__module__", "") or ""
+    return module.split(".")[0] == "gptcore" and not module.startswith("gptcore.course")
+
+
+class _Decoder:
+    """Values from the other side: plain data, tensors, handles, nothing else
+    (and, for the kernel only, the runner's pickled modules)."""
+
+    def __init__(
+        self, peer: Peer, blob: bytes, header: dict[str, Any], sent: list[Any] | None = None
+    ) -> None:
+        self.peer = peer
+        self._blob = blob
+        self._tensors: dict[str, Any] | None = None
+        self._sent = sent or []  # (the runner's end) the objects its request sent as copies
+        self.unpickled: list[Any] = []
+        if "pk" in header:
+            if peer.trusted:
+                raise ChannelError("the runner never unpickles what the kernel sends")
+            raw = io.BytesIO(base64.b64decode(str(header["pk"])))
+            self.unpickled = _Unpickler(raw, peer).load()
+
+    def _tensor(self, key: Any) -> Any:
+        if self._tensors is None:
+            if not self._blob:
+                raise ChannelError("a tensor in a message without tensors")
+            from safetensors.torch import load
+
+            self._tensors = load(self._blob)
+        if not isinstance(key, str) or key not in self._tensors:
+            raise ChannelError("a reference to a tensor the message does not hold")
+        return self._tensors[key]
+
+    def value(self, v: Any, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise ChannelError("a value nested too deeply")
+        if v is None or type(v) in (bool, int, float, str):
+            return v
+        if type(v) is list:
+            return [self.value(x, depth + 1) for x in v]
+        if type(v) is not dict or len(v) > 2:
+            raise ChannelError("an unknown value")
+        (tag, body), *rest = v.items()
+        if tag == "$t":
+            return tuple(self._list(body, depth))
+        if tag == "$d":
+            out = {}
+            for pair in self._list(body, depth, raw=True):
+                if not (type(pair) is list and len(pair) == 2):
+                    raise ChannelError("a malformed dict")
+                out[self.value(pair[0], depth + 1)] = self.value(pair[1], depth + 1)
+            return out
+        if tag == "$s":
+            return set(self._list(body, depth))
+        if tag == "$fs":
+            return frozenset(self._list(body, depth))
+        if tag == "$f":
+            if body not in ("nan", "inf", "-inf"):
+                raise ChannelError("a malformed float")
+            return float(body)
+        if tag == "$b":
+            return base64.b64decode(str(body), validate=True)
+        if tag == "$sl":
+            return slice(*self._list(body, depth)[:3])
+        if tag == "$e":
+            return Ellipsis
+        if tag == "$y":
+            if body not in self.peer.objects:
+                raise ChannelError("a handle this side never gave")
+            return self.peer.objects[body]
+        if tag == "$pk" and not self.peer.trusted:
+            if type(body) is not int or not 0 <= body < len(self.unpickled):
+                raise ChannelError("a copy the message does not hold")
+            return self.unpickled[body]
+        if tag == "$yp":
+            if not self.peer.trusted or type(body) is not int or not 0 <= body < len(self._sent):
+                raise ChannelError("a reference to an object that was not sent")
+            return self._sent[body]
+        if tag == "$h":
+            info = dict(rest)["i"] if rest else {}
+            if type(body) is not int or not isinstance(info, dict):
+                raise ChannelError("a malformed handle")
+            return self.peer.proxy(body, info)
+        torch = importlib.import_module("torch") if tag in _TORCH_TAGS else None
+        if tag == "$T":
+            t = self._tensor(body)
+            g = dict(rest).get("g", False) is True
+            return t.requires_grad_(True) if g and t.is_floating_point() else t
+        if tag == "$G":
+            state = self._tensor(body)
+            gen = torch.Generator()
+            gen.set_state(state)
+            return gen
+        if tag == "$dt":
+            dt = getattr(torch, str(body), None)
+            if not isinstance(dt, torch.dtype):
+                raise ChannelError("an unknown dtype")
+            return dt
+        if tag == "$dv":
+            return torch.device(str(body))
+        if tag == "$z":
+            return torch.Size([int(x) for x in self._list(body, depth)])
+        if tag == "$dc":
+            return self._dataclass(str(body), dict(rest).get("f"), depth)
+        raise ChannelError(f"an unknown value tag {tag!r}")
+
+    def _list(self, body: Any, depth: int, raw: bool = False) -> list[Any]:
+        if type(body) is not list:
+            raise ChannelError("a malformed container")
+        return body if raw else [self.value(x, depth + 1) for x in body]
+
+    def _dataclass(self, path: str, fields: Any, depth: int) -> Any:
+        module, _, qualname = path.partition(":")
+        if module.split(".")[0] != "gptcore" or module.startswith("gptcore.course"):
+            raise ChannelError(f"{path} is not one of gptcore's dataclasses")
+        cls: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            cls = getattr(cls, part)
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)) or type(fields) is not dict:
+            raise ChannelError(f"{path} is not a dataclass")
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        return cls(**{k: self.value(x, depth + 1) for k, x in fields.items() if k in names})
+
+
+_TORCH_TAGS = {"$T", "$G", "$dt", "$dv", "$z"}
