@@ -92,6 +92,7 @@ def test_plain_data_crosses_by_value(value):
         torch.tensor([True, False]),
         torch.ones(3, dtype=torch.bfloat16),
         torch.arange(10)[::3],  # not contiguous
+        torch.randn(300, 300),  # over INLINE_BYTES: in the safetensors blob
     ],
     ids=lambda t: f"{t.dtype}{tuple(t.shape)}",
 )
@@ -356,12 +357,16 @@ def test_other_objects_are_updated_in_place_and_come_back_as_themselves():
         {"$dc": "gptcore.course.checks.report:Shown", "f": {}},
         {"$y": 12345},
         {"$T": "0"},
+        {"$T": {"b": "AAAA", "dt": "float32", "sh": [5]}},
+        {"$T": {"b": "", "dt": "Tensor", "sh": [0]}},
+        {"$T": {"b": "", "dt": "float32", "sh": [-1]}},
         {"$f": "1e999"},
         {"$d": [[1]]},
         {"$zzz": 1},
         "x" and [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
     ],
-    ids=["os.system", "course class", "unknown handle", "missing tensor", "bad float",
+    ids=["os.system", "course class", "unknown handle", "missing tensor", "short bytes",
+         "not a dtype", "negative shape", "bad float",
          "bad dict", "unknown tag", "too deep"],
 )  # fmt: skip
 def test_malformed_values_are_refused(reply):
@@ -410,3 +415,32 @@ def test_inside_a_copy_kernel_objects_are_references_and_lambdas_are_callbacks()
     got = ns["run"](holder, 2)
     k.end()
     assert (got, seen) == (21, [2]), "the lambda ran here, the student's function there"
+
+
+def test_repeated_calls_in_one_request_read_as_separate_calls():
+    """checks.report.call_repeated: thousands of draws in one round trip, the same tokens,
+    errors and changed arguments as separate calls would give."""
+    from gptcore.course.checks.report import call_repeated
+
+    k, ns = kernel_with(
+        "import torch\n"
+        "def draw(p, g):\n    return int(torch.multinomial(p, 1, generator=g))\n"
+        "def third_fails(xs, n=[0]):\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 3:\n        raise ValueError('third')\n"
+        "    return len(xs)\n"
+        "def mutates(xs):\n    xs.append(1)\n    return 0"
+    )
+    p = torch.tensor([0.2, 0.3, 0.5])
+    g = torch.Generator().manual_seed(4)
+    got = call_repeated(ns["draw"], p, g, times=500, name="draw")
+    ref = torch.Generator().manual_seed(4)
+    want = [int(torch.multinomial(p, 1, generator=ref)) for _ in range(500)]
+    assert got == want and torch.equal(g.get_state(), ref.get_state())
+    with pytest.raises(AssertionError, match=r"third_fails\(\[1\]\) raised ValueError: third"):
+        call_repeated(ns["third_fails"], [1], times=5, name="third_fails")
+    with pytest.raises(AssertionError, match="changed its argument"):
+        call_repeated(ns["mutates"], [5], times=5, name="mutates")
+    k.end()
+    local = [0]
+    assert call_repeated(lambda: local.append(1) or len(local), times=3) == [2, 3, 4]

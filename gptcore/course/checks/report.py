@@ -44,6 +44,7 @@ __all__ = [
     "NotWritten",
     "Shown",
     "call",
+    "call_repeated",
     "check",
     "describe_call",
     "diagnose",
@@ -255,6 +256,21 @@ def call(
         label = labels[i] if i < len(labels) else f"#{i + 1}"
         unchanged(before, after, where, label, mutation_hint)
     return result
+
+
+def call_repeated(fn: Callable[..., Any], *args: Any, times: int, **options: Any) -> list[Any]:
+    """``[call(fn, *args, **options) for _ in range(times)]``: the learner's ``fn`` called
+    ``times`` times with the same arguments (fresh copies each time).
+
+    When ``fn`` lives in another process (class grading runs the learner's code in a
+    kernel of its own), the calls are made there in one go and then replayed through
+    ``call`` here, so that a check with thousands of draws costs one round trip.
+    """
+    replay = getattr(type(fn), "gptcore_replay", None)
+    if replay is None:
+        return [call(fn, *args, **options) for _ in range(times)]
+    stand_ins = replay(fn, args, dict(options.get("kwargs") or {}), times)
+    return [call(s, *args, **options) for s in stand_ins]
 
 
 def unchanged(before: Any, after: Any, where: str, label: str, mutation_hint: str = "") -> None:

@@ -7,8 +7,8 @@ classes through this channel: a Unix socket in the kernel's runtime folder,
 one :class:`Peer` at each end, speaking in requests and replies.
 
 Only plain data crosses it by value: None, bool, int, float, str, bytes,
-lists, tuples, dicts and sets of them, slices, tensors (their bytes, in
-safetensors), ``torch.Generator`` states, dtypes, devices, and gptcore's
+lists, tuples, dicts and sets of them, slices, tensors (their bytes with a
+dtype and a shape, the big ones in safetensors), ``torch.Generator`` states, dtypes, devices, and gptcore's
 dataclasses (rebuilt from their fields). Anything else of the kernel's stays
 there and the runner gets a *handle*, a :class:`Remote` it can call and read
 attributes and items from. Nothing the kernel sends is ever unpickled: the
@@ -62,6 +62,7 @@ __all__ = ["ChannelError", "Peer", "Remote", "RemoteGlobals"]
 MAX_MESSAGE = 512 << 20  # bytes: the kernel cannot make the runner hold more
 MAX_DEPTH = 48  # nesting of containers in one value
 MAX_ITEMS = 1_000_000  # items of one container
+INLINE_BYTES = 1 << 16  # tensors up to this size travel inline, bigger ones in safetensors
 REPR_CHARS = 300
 _BUILTIN_ERRORS = {
     n: c
@@ -158,6 +159,17 @@ class Remote:
     def __repr__(self) -> str:
         return str(self._info.get("r", "<remote object>"))
 
+    def gptcore_replay(self, args: tuple[Any, ...], kwargs: dict[str, Any], times: int) -> list[Any]:
+        """Call this function ``times`` times in one request, each with fresh copies of the
+        arguments (as ``checks.report.call`` passes them); return one stand-in per call
+        made, each giving back that call's result (or raising its error, or changing its
+        copies as that call changed them) when ``call`` calls it. The kernel stops at the
+        first error or change to an argument, as ``call`` would fail there."""
+        outcomes = self._peer.request("repeat", self, args, kwargs, times)
+        if type(outcomes) is not list or len(outcomes) > times:
+            raise ChannelError("a malformed answer to repeated calls")
+        return [_stand_in(o) for o in outcomes]
+
     @property
     def __name__(self) -> str:  # type: ignore[override]
         return str(self._info.get("n") or type(self).__qualname__)
@@ -216,6 +228,23 @@ def _proxy_type(module: str, qualname: str) -> type:
         _PROXY_TYPES[key] = type(name, (Remote,), {"__slots__": (), "__module__": key[0]})
         _PROXY_TYPES[key].__qualname__ = key[1]
     return _PROXY_TYPES.get(key, Remote)
+
+
+def _stand_in(outcome: Any) -> Any:
+    if type(outcome) is not dict:
+        raise ChannelError("a malformed outcome")
+
+    def stand_in(*args: Any, **kwargs: Any) -> Any:
+        if "err" in outcome:
+            raise _exception(outcome["err"] if isinstance(outcome["err"], dict) else {})
+        for where, new in outcome.get("wb") or []:
+            target = args[where] if isinstance(where, int) else kwargs[where]
+            if _holds_remote(new):
+                raise ChannelError("a write-back holding the notebook's objects")
+            _assign(target, new)
+        return outcome.get("ok")
+
+    return stand_in
 
 
 def _exception(err: dict[str, Any]) -> BaseException:
@@ -297,7 +326,7 @@ class Peer:
             if "err" in msg:
                 raise _exception(msg["err"] if isinstance(msg["err"], dict) else {})
             result = dec.value(msg.get("ok"))
-            if op == "call":
+            if op in ("call", "repeat"):
                 self._write_back(parts, msg.get("wb") or [], dec)
             return result
 
@@ -407,6 +436,8 @@ class Peer:
             if self.trusted and not (callable(target) and id(target) in self._ids):
                 raise PermissionError("only the callables the grader passed can be called")
             return self._call(target, args, kwargs, msg, dec, enc)
+        if op == "repeat":
+            return self._repeat(target, parts, msg, dec, enc)
         if op == "getattr":
             return getattr(target, str(parts[1])), []
         if op == "setattr":
@@ -460,6 +491,40 @@ class Peer:
                 wb.append([k, enc.value(v)])
         return result, wb
 
+    def _repeat(
+        self, fn: Any, parts: list[Any], msg: dict[str, Any], dec: _Decoder, enc: _Encoder
+    ) -> tuple[Any, list[Any]]:
+        """``fn`` called again and again on fresh copies (see ``Remote.gptcore_replay``)."""
+        args, kwargs, times = parts[1], parts[2], parts[3]
+        if type(args) is not tuple or type(kwargs) is not dict or type(times) is not int:
+            raise ChannelError("a malformed repeat")
+        outcomes: list[dict[str, Any]] = []
+        shared = {k: v for k, v in [*enumerate(args), *kwargs.items()] if _fresh(v) is v}
+        for _ in range(times):
+            fresh = {k: _fresh(v) for k, v in [*enumerate(args), *kwargs.items()]}
+            before = {k: _snapshot(v) for k, v in fresh.items() if k not in shared}
+            call_args = tuple(fresh[i] for i in range(len(args)))
+            call_kwargs = {k: fresh[k] for k in kwargs}
+            try:
+                result, _ = self._call(fn, call_args, call_kwargs, msg, dec, enc)
+            except BaseException as e:
+                outcomes.append({"err": _describe(e)})
+                break
+            msg = {k: v for k, v in msg.items() if k != "rng"}  # (the state carries on)
+            changed = [
+                [k, v] for k, v in fresh.items()
+                if k in before and before[k] is not None and not _same(before[k], _snapshot(v))
+            ]  # fmt: skip
+            outcomes.append({"ok": result, "wb": changed})
+            if changed:
+                break
+        wb = []
+        for k, v in shared.items():  # generators and the like: the state they end in
+            snap = _snapshot(v)
+            if snap is not None and snap[0] == "g":
+                wb.append([k, enc.value(v)])
+        return outcomes, wb
+
     # ------------------------------------------------------ handles we give out
     def handle(self, obj: Any) -> int:
         key = id(obj)
@@ -491,6 +556,17 @@ def _describe(e: BaseException) -> dict[str, Any]:
     if isinstance(e, NotImplementedError):
         out["stub"] = getattr(e, "stub_name", "") or _stub(e)
     return out
+
+
+def _fresh(v: Any) -> Any:
+    """The copy ``checks.report.call`` passes: lists, dicts and tensors (not ones that need
+    gradients, which autograd must see as they are); anything else as it is."""
+    torch = _torch()
+    if type(v) in (list, dict):
+        return type(v)(v)
+    if torch is not None and isinstance(v, torch.Tensor) and not v.requires_grad:
+        return v.clone()
+    return v
 
 
 def _snapshot(v: Any) -> Any:
@@ -638,9 +714,15 @@ class _Encoder:
 
         return save(self.tensors)
 
-    def _tensor(self, t: Any) -> str:
+    def _tensor(self, t: Any) -> Any:
+        """A small tensor inline (its bytes, dtype and shape), a bigger one in the blob."""
+        t = t.detach().to("cpu")
+        if t.numel() * t.element_size() <= INLINE_BYTES:
+            raw = t.contiguous().reshape(-1).view(_torch().uint8).numpy().tobytes()
+            dtype = str(t.dtype).removeprefix("torch.")
+            return {"b": base64.b64encode(raw).decode(), "dt": dtype, "sh": list(t.shape)}
         key = str(len(self.tensors))
-        self.tensors[key] = t.detach().to("cpu").contiguous().clone()
+        self.tensors[key] = t.contiguous().clone()
         return key
 
     def value(self, v: Any, depth: int = 0) -> Any:
@@ -782,6 +864,8 @@ class _Decoder:
             self.unpickled = _Unpickler(raw, peer).load()
 
     def _tensor(self, key: Any) -> Any:
+        if type(key) is dict:
+            return self._inline(key)
         if self._tensors is None:
             if not self._blob:
                 raise ChannelError("a tensor in a message without tensors")
@@ -791,6 +875,22 @@ class _Decoder:
         if not isinstance(key, str) or key not in self._tensors:
             raise ChannelError("a reference to a tensor the message does not hold")
         return self._tensors[key]
+
+    def _inline(self, spec: dict[str, Any]) -> Any:
+        torch = importlib.import_module("torch")
+        dtype = getattr(torch, str(spec.get("dt")), None)
+        shape = spec.get("sh")
+        if not isinstance(dtype, torch.dtype) or type(shape) is not list:
+            raise ChannelError("a malformed tensor")
+        if not all(type(n) is int and n >= 0 for n in shape) or len(shape) > 32:
+            raise ChannelError("a malformed tensor shape")
+        raw = base64.b64decode(str(spec.get("b", "")), validate=True)
+        numel = math.prod(shape)
+        if len(raw) != numel * torch.empty((), dtype=dtype).element_size():
+            raise ChannelError("a tensor whose bytes do not fit its shape")
+        if not raw:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
 
     def value(self, v: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:

@@ -23,7 +23,7 @@ from gptcore.sample import sample_token as _ref_sample_token
 from gptcore.sample import top_k_filter as _ref_top_k
 from gptcore.sample import top_p_filter as _ref_top_p
 
-from ..report import HINT_JOIN, call, check, fail, passed, wrong
+from ..report import HINT_JOIN, call, call_repeated, check, fail, passed, wrong
 from ..tensors import generator
 from ..values import int_problem
 from .common import GENERATOR, MUTATION_HINT, Name, describe, distinct
@@ -232,8 +232,19 @@ def _check_frequencies(
     logits = torch.tensor(STAT_PROBS).log()
     where = describe("sample_token", logits, *setting, GENERATOR)
     counts = [0] * len(STAT_PROBS)
-    for _ in range(n):
-        counts[draw(sample_token, logits, setting, g, where)] += 1
+    drawn = call_repeated(
+        sample_token,
+        logits,
+        *setting,
+        g,
+        times=n,
+        name="sample_token",
+        where=where,
+        error_hints=step_error,
+        mutation_hint=MUTATION_HINT,
+    )
+    for got in drawn:
+        counts[check_token(got, where, logits.size(-1))] += 1
     probs = _expected_probs(logits, setting).tolist()
     impossible = [i for i, (c, p) in enumerate(zip(counts, probs)) if c and p == 0]
     off = [i for i, ok in enumerate(_within(counts, probs, n)) if not ok and i not in impossible]
