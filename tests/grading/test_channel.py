@@ -444,3 +444,38 @@ def test_repeated_calls_in_one_request_read_as_separate_calls():
     k.end()
     local = [0]
     assert call_repeated(lambda: local.append(1) or len(local), times=3) == [2, 3, 4]
+
+
+def test_big_containers_are_sent_once_and_copied_fresh_for_every_call():
+    """GPT-2's 50,000 merges go to the kernel once; each call still gets its own copy."""
+    k, ns = kernel_with(
+        "def size(merges):\n    n = len(merges)\n    merges.clear()\n    return n\n"
+        "def first(ids):\n    return ids[0]"
+    )
+    merges = {(i, i + 1): 256 + i for i in range(50_000)}
+    sent = []
+    k.runner.sock = _Recording(k.runner.sock, sent)
+    assert ns["size"](merges) == 50_000 and merges == {}, "the change is written back"
+    merges = {(i, i + 1): 256 + i for i in range(50_000)}
+    first_size = sum(sent)
+    sent.clear()
+    assert ns["size"](dict(merges)) == 50_000, "a fresh copy, not the one cleared above"
+    assert sum(sent) < first_size / 20, "only its digest the second time"
+    with pytest.raises(AssertionError, match="changed its argument"):
+        call(ns["size"], merges, name="size")
+    assert ns["first"](list(range(10**6))) == 0
+    k.end()
+
+
+class _Recording:
+    """A socket that notes how many bytes each send carries."""
+
+    def __init__(self, sock: socket.socket, sizes: list[int]) -> None:
+        self._sock, self._sizes = sock, sizes
+
+    def sendall(self, data: bytes) -> None:
+        self._sizes.append(len(data))
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)

@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import hashlib
 import importlib
 import io
 import json
@@ -63,6 +64,7 @@ MAX_MESSAGE = 512 << 20  # bytes: the kernel cannot make the runner hold more
 MAX_DEPTH = 48  # nesting of containers in one value
 MAX_ITEMS = 1_000_000  # items of one container
 INLINE_BYTES = 1 << 16  # tensors up to this size travel inline, bigger ones in safetensors
+BIG_ITEMS = 256  # the runner's containers this long go pickled, once (see _Encoder._big)
 REPR_CHARS = 300
 _BUILTIN_ERRORS = {
     n: c
@@ -304,6 +306,8 @@ class Peer:
         self._proxies: dict[int, Remote] = {}  # the other side's handles
         self._next_msg = 0
         self._sent_rng: tuple[bytes, Any] | None = None
+        self.sent_big: set[str] = set()  # (the runner's end) digests the kernel keeps
+        self.big: dict[str, bytes] = {}  # (the kernel's end) digest -> pickle
         self.ending = False
 
     # ------------------------------------------------------ asking the other side
@@ -578,7 +582,7 @@ def _snapshot(v: Any) -> Any:
         return ("g", v.get_state().clone())
     if type(v) in (list, dict):
         try:
-            return ("v", json.dumps(v, sort_keys=True, default=repr))
+            return ("v", pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:
             return ("r", repr(v))
     return None
@@ -698,9 +702,25 @@ class _Encoder:
         self.tensors: dict[str, Any] = {}
         self.pickled: list[Any] = []  # the runner's objects sent as copies, in one pickle
         self.runner_objects: list[Any] = []  # (the kernel's end) the copies it was sent
+        self.big: dict[str, str] = {}  # (the runner's end) digest -> pickle, first sending
+
+    def _big(self, v: Any) -> dict[str, Any]:
+        """A big container of the runner's (GPT-2's 50,000 merges, a million token ids):
+        pickled (C speed), and sent once; after that only its digest travels, and the
+        kernel unpickles a fresh copy of what it kept for every use."""
+        buf = io.BytesIO()
+        _Pickler(buf, self).dump(v)
+        raw = buf.getvalue()
+        digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
+        if digest not in self.peer.sent_big:
+            self.big[digest] = base64.b64encode(raw).decode()
+            self.peer.sent_big.add(digest)
+        return {"$c": digest}
 
     def finish(self, header: dict[str, Any]) -> bytes:
         """Add the pickled copies to ``header``; return the tensors' blob."""
+        if self.big:
+            header["big"] = self.big
         if self.pickled:
             buf = io.BytesIO()
             _Pickler(buf, self).dump(self.pickled)
@@ -733,6 +753,8 @@ class _Encoder:
             return v
         if t is float:
             return v if math.isfinite(v) else {"$f": repr(v)}
+        if self.peer.trusted and t in (list, tuple, dict, set) and len(v) >= BIG_ITEMS:
+            return self._big(v)
         if t is list:
             return [self.value(x, depth + 1) for x in v]
         if t is tuple:
@@ -857,6 +879,11 @@ class _Decoder:
         self._tensors: dict[str, Any] | None = None
         self._sent = sent or []  # (the runner's end) the objects its request sent as copies
         self.unpickled: list[Any] = []
+        if "big" in header:
+            if peer.trusted or type(header["big"]) is not dict:
+                raise ChannelError("the runner never unpickles what the kernel sends")
+            for digest, raw in header["big"].items():
+                peer.big[str(digest)] = base64.b64decode(str(raw))
         if "pk" in header:
             if peer.trusted:
                 raise ChannelError("the runner never unpickles what the kernel sends")
@@ -933,6 +960,10 @@ class _Decoder:
             if type(body) is not int or not 0 <= body < len(self.unpickled):
                 raise ChannelError("a copy the message does not hold")
             return self.unpickled[body]
+        if tag == "$c" and not self.peer.trusted:
+            if body not in self.peer.big:
+                raise ChannelError("a container this side was never sent")
+            return _Unpickler(io.BytesIO(self.peer.big[body]), self.peer).load()
         if tag == "$yp":
             if not self.peer.trusted or type(body) is not int or not 0 <= body < len(self._sent):
                 raise ChannelError("a reference to an object that was not sent")

@@ -25,6 +25,7 @@ cell's source lines).
 
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import io
@@ -63,12 +64,14 @@ def runner_main(argv: list[str]) -> int:
     proto.write(json.dumps({"ready": True}) + "\n")
     setup = json.loads(sys.stdin.readline())
     ns: dict[str, Any] = {"__name__": "__main__"}
+    # Each import runs when a test cell first needs a name it binds: lesson 1's tests need
+    # `checks`, not the Matplotlib its provided cells import for plots.
+    imports = {}
     for statement in setup.get("imports", []):
-        try:
-            exec(compile(statement, "<lesson imports>", "exec"), ns)
-        except Exception as e:  # the lesson's own imports: the worker's log says why
-            print(f"trusted runner: {statement!r} failed: {e}", file=sys.stderr)
-    own = set(ns)
+        for node in ast.parse(statement).body:
+            for alias in getattr(node, "names", []):
+                imports[(alias.asname or alias.name).split(".")[0]] = statement
+    own = set(imports)
     peer = None
     for line in sys.stdin:
         task = json.loads(line)
@@ -80,7 +83,7 @@ def runner_main(argv: list[str]) -> int:
         if peer is None:
             result = _error_result("", "ChannelError", "the kernel never connected to the grader")
         else:
-            result = run_cell(peer, ns, str(task["source"]), str(task.get("name", "")))
+            result = run_cell(peer, ns, str(task["source"]), str(task.get("name", "")), imports)
         # Handles into the kernel die with the cell: keep no name bound to one.
         for k in [k for k, v in ns.items() if k not in own and isinstance(v, Remote)]:
             del ns[k]
@@ -104,14 +107,26 @@ def _accept(listener: socket.socket, path: str, peer_class: Any) -> Any:
             os.unlink(path)
 
 
-def run_cell(peer: Any, ns: dict[str, Any], source: str, name: str) -> dict[str, Any]:
-    """Run one test cell in ``ns``, the kernel's names looked up as they are needed."""
+def run_cell(
+    peer: Any, ns: dict[str, Any], source: str, name: str, imports: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run one test cell in ``ns``: the lesson's imports (``imports``: name -> statement)
+    made here, every other name looked up in the kernel as it is needed."""
     out, err = io.StringIO(), io.StringIO()
     error = None
     fetched: dict[str, Any] = {}
+    imports = imports or {}
     try:
         code = compile(source, f"<test cell {name}>", "exec")
-        wanted = sorted(n for n in _names(code) if n not in ns and not hasattr(builtins, n))
+        for n in sorted(_names(code) & set(imports)):
+            if n not in ns:
+                try:
+                    exec(compile(imports[n], "<lesson imports>", "exec"), ns)
+                except Exception as e:  # the lesson's own imports: the worker's log says why
+                    print(f"trusted runner: {imports[n]!r} failed: {e}", file=sys.stderr)
+        wanted = sorted(
+            n for n in _names(code) if n not in ns and n not in imports and not hasattr(builtins, n)
+        )
         found = peer.lookup(wanted) if wanted else {}
         ns.update(found)
         fetched.update(found)
