@@ -232,8 +232,9 @@ class TrustedRunner:
             if not ready:
                 return None
             chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return None
+            if not chunk:  # the runner is gone: every test cell left fails, and says why
+                why = "the trusted test runner stopped (the worker's log says why)"
+                return _error_result("", "TestRunnerError", why, [f"TestRunnerError: {why}"])
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
