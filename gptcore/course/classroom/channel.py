@@ -40,6 +40,9 @@ This module is sent to the kernel by source (as the guard is): it needs only
 the standard library, and PyTorch and safetensors once a tensor crosses.
 """
 
+# Over 600 lines on purpose: the kernel gets this module as one piece of source (it never
+# imports gptcore.course), and both ends must run the same encoder, decoder and protocol.
+
 from __future__ import annotations
 
 import base64

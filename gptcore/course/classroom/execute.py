@@ -144,8 +144,9 @@ class GradingExecute(Execute):
     max_notebook_output_bytes = Integer(4 * MiB).tag(config=True)
     run_log = Instance(RunLog, allow_none=True).tag(config=True)
     # How long to wait for a cell's last outputs after its reply (nbclient's 4 s): on a busy
-    # grading machine thousands of outputs take longer, and waiting out is not a timeout.
-    iopub_timeout = Integer(60).tag(config=True)
+    # grading machine thousands of outputs take longer. Not much longer: a kernel that ignores
+    # the interrupt after a timeout never goes idle, and this wait comes on top of the cell's.
+    iopub_timeout = Integer(10).tag(config=True)
     # Test cells run in a trusted runner (see .trusted) when a socket path is given.
     trusted_socket = Unicode("").tag(config=True)
     trusted_imports = List(Unicode()).tag(config=True)
