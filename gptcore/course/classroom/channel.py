@@ -61,7 +61,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["ChannelError", "Peer", "Remote", "RemoteGlobals"]
+__all__ = ["ChannelError", "Peer", "Remote", "RemoteGlobals", "names_used"]
 
 MAX_MESSAGE = 512 << 20  # bytes: the kernel cannot make the runner hold more
 MAX_DEPTH = 48  # nesting of containers in one value
@@ -287,11 +287,12 @@ def _stub(e: BaseException) -> str:
     return stub.rsplit("<locals>.", 1)[-1].split(".")[0] if stub else ""
 
 
-def _names_used(code: Any) -> list[str]:
+def names_used(code: Any) -> list[str]:
+    """The global names a code object uses, nested code (comprehensions, lambdas) included."""
     names = set(code.co_names)
     for const in code.co_consts:
         if hasattr(const, "co_names"):
-            names |= set(_names_used(const))
+            names |= set(names_used(const))
     return sorted(names)
 
 
@@ -818,7 +819,7 @@ class _Encoder:
             info["n"] = name[:200]
             code = getattr(v, "__code__", None)
             if code is not None and hasattr(code, "co_names"):
-                info["names"] = _names_used(code)[:500]
+                info["names"] = names_used(code)[:500]
         return {"$h": self.peer.handle(v), "i": info}
 
 

@@ -42,6 +42,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .channel import names_used
+
 __all__ = ["TrustedRunner", "runner_main"]
 
 ACCEPT_SECONDS = 60  # the kernel connected before its first cell ran; this is slack
@@ -118,14 +120,15 @@ def run_cell(
     imports = imports or {}
     try:
         code = compile(source, f"<test cell {name}>", "exec")
-        for n in sorted(_names(code) & set(imports)):
+        used = set(names_used(code))
+        for n in sorted(used & set(imports)):
             if n not in ns:
                 try:
                     exec(compile(imports[n], "<lesson imports>", "exec"), ns)
                 except Exception as e:  # the lesson's own imports: the worker's log says why
                     print(f"trusted runner: {imports[n]!r} failed: {e}", file=sys.stderr)
         wanted = sorted(
-            n for n in _names(code) if n not in ns and n not in imports and not hasattr(builtins, n)
+            n for n in used if n not in ns and n not in imports and not hasattr(builtins, n)
         )
         found = peer.lookup(wanted) if wanted else {}
         ns.update(found)
@@ -147,14 +150,6 @@ def run_cell(
     result = _error_result(out.getvalue(), *(_describe(error) if error else ("", "")))
     result["stderr"] = err.getvalue()[:MAX_TEXT]
     return result
-
-
-def _names(code: Any) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names |= _names(const)
-    return names
 
 
 def _describe(e: BaseException) -> tuple[str, str, list[str]]:
