@@ -58,9 +58,14 @@ def _gpt2_ranks() -> dict[bytes, int]:
     )
 
 
+@lru_cache(maxsize=1)
 def gpt2_encoding() -> tiktoken.Encoding:
     """GPT-2's tokenizer as a ``tiktoken.Encoding``: what ``get_encoding("gpt2")``
-    returns, built from local files."""
+    returns, built from local files.
+
+    The returned object is shared (building it takes a second); tiktoken's
+    ``Encoding`` is immutable.
+    """
     import tiktoken
 
     return tiktoken.Encoding(

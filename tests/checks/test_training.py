@@ -425,9 +425,16 @@ def test_right_answer_that_warns_gets_full_marks(tmp_path, gid):
     ns = LESSON_NB.namespace(LESSON_NB.cells(), replace={gid: LESSON06_RIGHT_ANSWERS[gid]})
     model = tiny_gpt(0, dropout=0.0)
     batches = [(torch.randint(32, (2, 8)), torch.randint(32, (2, 8)))]
-    with warnings.catch_warnings(record=True) as caught:  # the answer does warn, bare
-        warnings.simplefilter("always")
-        ns[gid](model, torch.optim.SGD(model.parameters(), lr=0.1), batches)
+    # The answer does warn, bare (a warn-once PyTorch warning: another test in this process
+    # may have spent it, so every warning is shown here).
+    was = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ns[gid](model, torch.optim.SGD(model.parameters(), lr=0.1), batches)
+    finally:
+        torch.set_warn_always(was)
     assert any(issubclass(w.category, UserWarning) for w in caught), "no warning to hold"
     score, points, outputs = _graded({gid: LESSON06_RIGHT_ANSWERS[gid]}, f"{gid}_tests", tmp_path)
     assert not [o for o in outputs if o.get("name") == "stderr" or o.output_type == "error"]

@@ -51,6 +51,7 @@ __all__ = [
     "fail",
     "first_difference",
     "hint",
+    "input_only",
     "not_written",
     "passed",
     "show",
@@ -270,7 +271,27 @@ def call_repeated(fn: Callable[..., Any], *args: Any, times: int, **options: Any
     if replay is None:
         return [call(fn, *args, **options) for _ in range(times)]
     stand_ins = replay(fn, args, dict(options.get("kwargs") or {}), times)
-    return [call(s, *args, **options) for s in stand_ins]
+    # A call that just returned (no error, no argument changed) needs no replay through
+    # `call`: its result is the stand-in's `gptcore_result`.
+    return [
+        done[0] if (done := getattr(s, "gptcore_result", None)) else call(s, *args, **options)
+        for s in stand_ins
+    ]
+
+
+def input_only(fn: F) -> F:
+    """Mark ``fn``, a module-level function a check passes to the learner's code, as one
+    that only feeds it inputs (the probabilities to draw the next token from, say).
+
+    Class grading runs the checks in a process of their own; a function passed to the
+    learner's code is normally called back there, one round trip per call. A function
+    marked here is instead imported and run in the learner's process. That is safe only
+    when nothing it returns or records decides a verdict: the check must compare the
+    learner's results with values it computes itself, so a tampered copy can only make
+    the learner's answer fail. Record calls (which history was passed) with an unmarked
+    function."""
+    fn.gptcore_input_only = True  # type: ignore[attr-defined]
+    return fn
 
 
 def unchanged(before: Any, after: Any, where: str, label: str, mutation_hint: str = "") -> None:

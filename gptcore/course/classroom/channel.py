@@ -46,6 +46,7 @@ the standard library, and PyTorch and safetensors once a tensor crosses.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -69,6 +70,8 @@ MAX_ITEMS = 1_000_000  # items of one container
 INLINE_BYTES = 1 << 16  # tensors up to this size travel inline, bigger ones in safetensors
 BIG_ITEMS = 256  # the runner's containers this long go pickled, once (see _Encoder._big)
 REPR_CHARS = 300
+GROWING = 32  # int lists this long are sent as what they add to the last one, when they extend it
+_SCALARS = frozenset({int, str, bool, type(None)})
 _BUILTIN_ERRORS = {
     n: c
     for n, c in vars(__import__("builtins")).items()
@@ -168,8 +171,9 @@ class Remote:
         """Call this function ``times`` times in one request, each with fresh copies of the
         arguments (as ``checks.report.call`` passes them); return one stand-in per call
         made, each giving back that call's result (or raising its error, or changing its
-        copies as that call changed them) when ``call`` calls it. The kernel stops at the
-        first error or change to an argument, as ``call`` would fail there."""
+        copies as that call changed them) when ``call`` calls it; a call that simply
+        returned also carries its result as ``gptcore_result``, a 1-tuple. The kernel stops
+        at the first error or change to an argument, as ``call`` would fail there."""
         outcomes = self._peer.request("repeat", self, args, kwargs, times)
         if type(outcomes) is not list or len(outcomes) > times:
             raise ChannelError("a malformed answer to repeated calls")
@@ -249,6 +253,8 @@ def _stand_in(outcome: Any) -> Any:
             _assign(target, new)
         return outcome.get("ok")
 
+    if "err" not in outcome and not outcome.get("wb"):
+        stand_in.gptcore_result = (outcome.get("ok"),)  # type: ignore[attr-defined]
     return stand_in
 
 
@@ -312,6 +318,11 @@ class Peer:
         self._sent_rng: tuple[bytes, Any] | None = None
         self.sent_big: set[str] = set()  # (the runner's end) digests the kernel keeps
         self.big: dict[str, bytes] = {}  # (the kernel's end) digest -> pickle
+        # A list of ints that grows by a few items per call (the history a generation loop
+        # passes back for every token) goes as its new items after the first time.
+        self.ints_out: tuple[int, list[int]] | None = None  # the last one sent: serial, copy
+        self.ints_in: dict[int, list[int]] = {}  # the last few received, by serial
+        self._ints_serial = 0
         self.ending = False
 
     # ------------------------------------------------------ asking the other side
@@ -476,19 +487,9 @@ class Peer:
         dec: _Decoder,
         enc: _Encoder,
     ) -> tuple[Any, list[Any]]:
-        torch = _torch()
-        rng = msg.get("rng")
-        if isinstance(rng, dict) and not self.trusted:
-            if "py" in rng:
-                random.setstate(dec.value(rng["py"]))
-            if "torch" in rng and torch is not None:
-                torch.set_rng_state(dec.value(rng["torch"]))
+        self._caller_state(msg, dec)
         before = {k: _snapshot(v) for k, v in [*enumerate(args), *kwargs.items()]}
-        grad = msg.get("grad")
-        if torch is not None and isinstance(grad, bool):
-            with torch.set_grad_enabled(grad):
-                result = fn(*args, **kwargs)
-        else:
+        with _grad_mode(msg):
             result = fn(*args, **kwargs)
         wb = []
         for k, v in [*enumerate(args), *kwargs.items()]:
@@ -499,6 +500,16 @@ class Peer:
                 wb.append([k, enc.value(v)])
         return result, wb
 
+    def _caller_state(self, msg: dict[str, Any], dec: _Decoder) -> None:
+        """Take on the runner's random states, sent with its call (the kernel's end)."""
+        rng = msg.get("rng")
+        torch = _torch()
+        if isinstance(rng, dict) and not self.trusted:
+            if "py" in rng:
+                random.setstate(dec.value(rng["py"]))
+            if "torch" in rng and torch is not None:
+                torch.set_rng_state(dec.value(rng["torch"]))
+
     def _repeat(
         self, fn: Any, parts: list[Any], msg: dict[str, Any], dec: _Decoder, enc: _Encoder
     ) -> tuple[Any, list[Any]]:
@@ -506,19 +517,22 @@ class Peer:
         args, kwargs, times = parts[1], parts[2], parts[3]
         if type(args) is not tuple or type(kwargs) is not dict or type(times) is not int:
             raise ChannelError("a malformed repeat")
+        if self.trusted and not (callable(fn) and id(fn) in self._ids):
+            raise PermissionError("only the callables the grader passed can be called")
         outcomes: list[dict[str, Any]] = []
         shared = {k: v for k, v in [*enumerate(args), *kwargs.items()] if _fresh(v) is v}
+        self._caller_state(msg, dec)  # once: the random state carries on from call to call
         for _ in range(times):
             fresh = {k: _fresh(v) for k, v in [*enumerate(args), *kwargs.items()]}
             before = {k: _snapshot(v) for k, v in fresh.items() if k not in shared}
             call_args = tuple(fresh[i] for i in range(len(args)))
             call_kwargs = {k: fresh[k] for k in kwargs}
             try:
-                result, _ = self._call(fn, call_args, call_kwargs, msg, dec, enc)
+                with _grad_mode(msg):
+                    result = fn(*call_args, **call_kwargs)
             except BaseException as e:
                 outcomes.append({"err": _describe(e)})
                 break
-            msg = {k: v for k, v in msg.items() if k != "rng"}  # (the state carries on)
             changed = [
                 [k, v] for k, v in fresh.items()
                 if k in before and before[k] is not None and not _same(before[k], _snapshot(v))
@@ -564,6 +578,15 @@ def _describe(e: BaseException) -> dict[str, Any]:
     if isinstance(e, NotImplementedError):
         out["stub"] = getattr(e, "stub_name", "") or _stub(e)
     return out
+
+
+def _grad_mode(msg: dict[str, Any]) -> Any:
+    """The caller's gradient mode, sent with its call, for the duration of the call."""
+    torch = _torch()
+    grad = msg.get("grad")
+    if torch is not None and isinstance(grad, bool):
+        return torch.set_grad_enabled(grad)
+    return contextlib.nullcontext()
 
 
 def _fresh(v: Any) -> Any:
@@ -687,7 +710,11 @@ def _holds_remote(v: Any, depth: int = 0) -> bool:
 
 def _called_back(v: Any) -> bool:
     """Which of the runner's objects the kernel gets as a handle to call (functions, spies);
-    every other one goes as a copy (modules, optimizers, caches, tokenizers)."""
+    every other one goes as a copy (modules, optimizers, caches, tokenizers). A function
+    the checks mark as only feeding inputs (``checks.report.input_only``) is imported there
+    by name and runs in the kernel."""
+    if getattr(v, "gptcore_input_only", False) is True and _by_name(v):
+        return False
     if isinstance(v, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
                       types.BuiltinMethodType, functools.partial)):  # fmt: skip
         return True
@@ -707,22 +734,40 @@ class _Encoder:
         self.pickled: list[Any] = []  # the runner's objects sent as copies, in one pickle
         self.runner_objects: list[Any] = []  # (the kernel's end) the copies it was sent
         self.big: dict[str, str] = {}  # (the runner's end) digest -> pickle, first sending
+        self.ints: tuple[int, list[int]] | None = None  # (see _ints)
 
     def _big(self, v: Any) -> dict[str, Any]:
         """A big container of the runner's (GPT-2's 50,000 merges, a million token ids):
         pickled (C speed), and sent once; after that only its digest travels, and the
         kernel unpickles a fresh copy of what it kept for every use."""
-        buf = io.BytesIO()
-        _Pickler(buf, self).dump(v)
-        raw = buf.getvalue()
+        if _plain(v):  # no object of anyone's inside: skip the per-object hook
+            raw = pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            buf = io.BytesIO()
+            _Pickler(buf, self).dump(v)
+            raw = buf.getvalue()
         digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
         if digest not in self.peer.sent_big:
             self.big[digest] = base64.b64encode(raw).decode()
             self.peer.sent_big.add(digest)
         return {"$c": digest}
 
+    def _ints(self, v: list[int]) -> dict[str, Any]:
+        """A list of ints: whole, or, when it extends the last one this side sent, only
+        the items it adds (the other side keeps the last few it got, by serial)."""
+        peer = self.peer
+        peer._ints_serial += 1
+        serial = peer._ints_serial
+        self.ints = (serial, list(v))  # the base from now on, once the message is sent
+        last = peer.ints_out
+        if last is not None and len(last[1]) <= len(v) and v[: len(last[1])] == last[1]:
+            return {"$x": [last[0], len(last[1]), serial, v[len(last[1]) :]]}
+        return {"$il": [serial, list(v)]}
+
     def finish(self, header: dict[str, Any]) -> bytes:
         """Add the pickled copies to ``header``; return the tensors' blob."""
+        if self.ints is not None:
+            self.peer.ints_out = self.ints
         if self.big:
             header["big"] = self.big
         if self.pickled:
@@ -760,6 +805,14 @@ class _Encoder:
         if self.peer.trusted and t in (list, tuple, dict, set) and len(v) >= BIG_ITEMS:
             return self._big(v)
         if t is list:
+            kinds = set(map(type, v))  # (C speed: histories of thousands of tokens, per call)
+            if kinds == {int} and len(v) >= GROWING:
+                return self._ints(v)
+            if kinds <= _SCALARS or (
+                kinds <= _SCALARS | {float}
+                and all(map(math.isfinite, (x for x in v if type(x) is float)))
+            ):
+                return list(v)
             return [self.value(x, depth + 1) for x in v]
         if t is tuple:
             return {"$t": [self.value(x, depth + 1) for x in v]}
@@ -843,6 +896,24 @@ class _Pickler(pickle.Pickler):
             ref = self.enc._handle(obj)
             return ("h", ref["$h"], ref["i"])
         return None
+
+
+def _plain(v: Any, depth: int = 0) -> bool:
+    """Only scalars in lists, tuples, sets and dicts (a million token ids, 50,000 merges)."""
+    t = type(v)
+    if t in _PICKLE_SCALARS:
+        return True
+    if depth > 4 or t not in (list, tuple, set, frozenset, dict):
+        return False
+    parts = (v.keys(), v.values()) if t is dict else (v,)
+    for items in parts:
+        if not set(map(type, items)) <= _PICKLE_SCALARS:  # (C speed for flat ones)
+            if not all(_plain(x, depth + 1) for x in items):
+                return False
+    return True
+
+
+_PICKLE_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _by_name(obj: Any) -> bool:
@@ -929,10 +1000,14 @@ class _Decoder:
         if v is None or type(v) in (bool, int, float, str):
             return v
         if type(v) is list:
+            if set(map(type, v)) <= _JSON_SCALARS:
+                return v  # (a fresh list from this message's JSON, nothing to convert)
             return [self.value(x, depth + 1) for x in v]
         if type(v) is not dict or len(v) > 2:
             raise ChannelError("an unknown value")
         (tag, body), *rest = v.items()
+        if tag in ("$il", "$x"):
+            return self._ints(tag, body)
         if tag == "$t":
             return tuple(self._list(body, depth))
         if tag == "$d":
@@ -1000,6 +1075,24 @@ class _Decoder:
             return self._dataclass(str(body), dict(rest).get("f"), depth)
         raise ChannelError(f"an unknown value tag {tag!r}")
 
+    def _ints(self, tag: str, body: Any) -> list[int]:
+        """A list of ints sent whole (``$il``) or as what it adds to one sent before (``$x``)."""
+        if type(body) is not list or len(body) != (2 if tag == "$il" else 4):
+            raise ChannelError("a malformed list of ints")
+        *ref, serial, items = body
+        if type(serial) is not int or type(items) is not list or set(map(type, items)) - {int}:
+            raise ChannelError("a malformed list of ints")
+        if ref:
+            base = self.peer.ints_in.get(ref[0])
+            if base is None or len(base) != ref[1]:
+                raise ChannelError("an addition to a list of ints this side never got")
+            items = base + items
+        keep = self.peer.ints_in
+        keep[serial] = list(items)  # (a copy: the callee may change the list it gets)
+        for old in sorted(keep)[:-4]:
+            del keep[old]
+        return items
+
     def _list(self, body: Any, depth: int, raw: bool = False) -> list[Any]:
         if type(body) is not list:
             raise ChannelError("a malformed container")
@@ -1019,3 +1112,4 @@ class _Decoder:
 
 
 _TORCH_TAGS = {"$T", "$G", "$dt", "$dv", "$z"}
+_JSON_SCALARS = frozenset({int, float, str, bool, type(None)})

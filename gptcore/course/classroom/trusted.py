@@ -1,7 +1,9 @@
 """The trusted test runner: test cells run here, never in the student's kernel.
 
-``python -I -m gptcore.course.classroom.trusted SOCKET`` is started by a grading
-worker (:class:`TrustedRunner`) for each notebook it grades. It listens on
+A grading worker (:class:`TrustedRunner`) starts one for each notebook it grades:
+a fork of the worker's zygote (:mod:`.zygote`), which made the lesson's imports
+once, or else ``python -I -m gptcore.course.classroom.trusted SOCKET``; both run
+:func:`runner_main`. It listens on
 ``SOCKET`` (in the kernel's runtime folder) for exactly one connection, the
 kernel's end of the :mod:`.channel`, made before any student code runs, then
 closes the listener. It then reads test cells from the worker, one JSON line
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from .channel import names_used
+from .zygote import ForkedProcess, fork_runner, runner_env
 
 __all__ = ["TrustedRunner", "runner_main"]
 
@@ -182,14 +185,15 @@ class TrustedRunner:
 
     def __init__(self, socket_path: str, imports: list[str], log: Any = None) -> None:
         self.socket_path = socket_path
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JPY")}
-        env["PYTHONHASHSEED"] = "0"
-        self.proc = subprocess.Popen(
+        # A fork of this worker's zygote, which made the lesson's imports once (.zygote);
+        # without one, a runner of its own, as before.
+        forked = fork_runner(socket_path, imports, log)
+        self.proc: subprocess.Popen[bytes] | ForkedProcess = forked or subprocess.Popen(
             [sys.executable, "-I", "-m", "gptcore.course.classroom.trusted", socket_path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log if log is not None else None,
-            env=env,
+            env=runner_env(),
             cwd=str(Path(socket_path).parent),
             close_fds=True,
             start_new_session=True,
@@ -245,6 +249,10 @@ class TrustedRunner:
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
         with contextlib.suppress(OSError):
             os.unlink(self.socket_path)
 
