@@ -17,7 +17,7 @@ import threading
 import pytest
 import torch
 
-from gptcore.course.checks.report import call, not_written
+from gptcore.course.checks.report import call, input_only, not_written
 from gptcore.course.classroom.channel import ChannelError, Peer, Remote
 from gptcore.model import GPTConfig
 
@@ -363,11 +363,13 @@ def test_other_objects_are_updated_in_place_and_come_back_as_themselves():
         {"$f": "1e999"},
         {"$d": [[1]]},
         {"$zzz": 1},
+        {"$x": [99, 3, 100, [1]]},
+        {"$il": [1, [1, True]]},
         "x" and [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
     ],
     ids=["os.system", "course class", "unknown handle", "missing tensor", "short bytes",
          "not a dtype", "negative shape", "bad float",
-         "bad dict", "unknown tag", "too deep"],
+         "bad dict", "unknown tag", "addition to nothing", "ints with a bool", "too deep"],
 )  # fmt: skip
 def test_malformed_values_are_refused(reply):
     a, b = socket.socketpair()
@@ -479,3 +481,60 @@ class _Recording:
 
     def __getattr__(self, name: str):
         return getattr(self._sock, name)
+
+
+def test_a_growing_list_of_ints_goes_as_what_it_adds():
+    """A generation loop passes the whole history back for every token: after the first
+    time, only the new tokens travel, and the runner still gets each history whole."""
+    k, ns = kernel_with(
+        "def generate(next_id, context, n):\n"
+        "    out = list(context)\n"
+        "    for _ in range(n):\n"
+        "        out.append(next_id(out))\n"
+        "    return out[len(context):]\n"
+        "def twice(f):\n"
+        "    return f(list(range(40))), f([7] + list(range(40))), f([1, True] * 20)"
+    )
+    histories = []
+    sent = []
+    k.peer.sock = _Recording(k.peer.sock, sent)
+
+    def next_id(h):
+        histories.append([type(x).__name__ for x in h if type(x) is not int] or list(h))
+        return len(h) % 5
+
+    got = ns["generate"](next_id, list(range(50)), 400)
+    want = list(range(50))
+    for _ in range(400):
+        want.append(len(want) % 5)
+    assert got == want[50:]
+    assert histories == [want[:i] for i in range(50, 450)], "each history, whole"
+    # (whole, they would take about 3.5 bytes a token: 350 KB)
+    assert sum(sent) < sum(len(h) for h in histories) / 2, "not every history in full"
+    histories.clear()
+    ns["twice"](next_id)
+    assert histories == [list(range(40)), [7, *range(40)], ["bool"] * 20], (
+        "a list that does not extend the last one goes whole; a bool stays a bool"
+    )
+    k.end()
+
+
+@input_only
+def _where(x):
+    return threading.current_thread().name, 2 * x
+
+
+def test_a_function_marked_input_only_runs_in_the_kernel_others_are_called_back():
+    k, ns = kernel_with("def use(f, x):\n    return f(x)")
+    here = threading.current_thread().name
+    assert ns["use"](_where, 4) == (k.thread.name, 8), "imported and run there"
+    assert ns["use"](lambda x: (threading.current_thread().name, 2 * x), 4) == (here, 8)
+    k.end()
+
+
+def test_a_big_container_of_callables_still_calls_back():
+    k, ns = kernel_with("def call_all(fs):\n    return sum(f() for f in fs)")
+    seen = []
+    fs = [lambda i=i: seen.append(i) or i for i in range(300)]
+    assert ns["call_all"](fs) == sum(range(300)) and seen == list(range(300))
+    k.end()

@@ -52,6 +52,7 @@ import functools
 import hashlib
 import importlib
 import io
+import itertools
 import json
 import math
 import pickle
@@ -318,6 +319,7 @@ class Peer:
         self._sent_rng: tuple[bytes, Any] | None = None
         self.sent_big: set[str] = set()  # (the runner's end) digests the kernel keeps
         self.big: dict[str, bytes] = {}  # (the kernel's end) digest -> pickle
+        self.big_kept: dict[str, Any] = {}  # (the kernel's end) digest -> one never handed out
         # A list of ints that grows by a few items per call (the history a generation loop
         # passes back for every token) goes as its new items after the first time.
         self.ints_out: tuple[int, list[int]] | None = None  # the last one sent: serial, copy
@@ -488,7 +490,10 @@ class Peer:
         enc: _Encoder,
     ) -> tuple[Any, list[Any]]:
         self._caller_state(msg, dec)
-        before = {k: _snapshot(v) for k, v in [*enumerate(args), *kwargs.items()]}
+        before = {
+            k: _snapshot(v, shallow=any(v is o for o in dec.shallow))
+            for k, v in [*enumerate(args), *kwargs.items()]
+        }
         with _grad_mode(msg):
             result = fn(*args, **kwargs)
         wb = []
@@ -496,7 +501,7 @@ class Peer:
             snap = before[k]
             if any(v is o for o in dec.unpickled):  # the runner's object, copied here
                 wb.append([k, enc.value(_state(v)), 1])
-            elif snap is not None and not _same(snap, _snapshot(v)):
+            elif snap is not None and not _same(snap, _snapshot(v, shallow=snap[0] == "c")):
                 wb.append([k, enc.value(v)])
         return result, wb
 
@@ -600,8 +605,12 @@ def _fresh(v: Any) -> Any:
     return v
 
 
-def _snapshot(v: Any) -> Any:
-    """What to compare after a call to see whether an argument changed (None: cannot)."""
+def _snapshot(v: Any, shallow: bool = False) -> Any:
+    """What to compare after a call to see whether an argument changed (None: cannot).
+    ``shallow``: ``v`` is known to hold nothing that can change (see ``_shallow``), so a
+    shallow copy is a full one (GPT-2's 50,000 merges: a copy, not a pickle)."""
+    if shallow and type(v) in (list, dict, set):
+        return ("c", type(v)(v))
     torch = _torch()
     if torch is not None and isinstance(v, torch.Tensor):
         return ("t", v.detach().clone())
@@ -907,13 +916,38 @@ def _plain(v: Any, depth: int = 0) -> bool:
         return False
     parts = (v.keys(), v.values()) if t is dict else (v,)
     for items in parts:
-        if not set(map(type, items)) <= _PICKLE_SCALARS:  # (C speed for flat ones)
-            if not all(_plain(x, depth + 1) for x in items):
-                return False
+        kinds = set(map(type, items))  # (C speed for flat ones, and for tuples of scalars)
+        if kinds <= _PICKLE_SCALARS:
+            continue
+        if kinds == {tuple} and set(map(type, itertools.chain.from_iterable(items))) <= _PICKLE_SCALARS:
+            continue
+        if not all(_plain(x, depth + 1) for x in items):
+            return False
     return True
 
 
 _PICKLE_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _shallow(v: Any) -> bool:
+    """A list, dict or set whose items (keys and values) are ints, strings, bytes or tuples
+    of them: a shallow copy shares nothing that can change, and ``==`` compares it exactly
+    (no float: NaN is not equal to itself)."""
+    if type(v) not in (list, dict, set):
+        return False
+    for items in (v.keys(), v.values()) if type(v) is dict else (v,):
+        kinds = set(map(type, items))
+        if tuple in kinds:
+            kinds.discard(tuple)
+            tuples = (x for x in items if type(x) is tuple)
+            if not set(map(type, itertools.chain.from_iterable(tuples))) <= _EXACT_SCALARS:
+                return False
+        if not kinds <= _EXACT_SCALARS:
+            return False
+    return True
+
+
+_EXACT_SCALARS = frozenset({int, str, bytes, bool, type(None)})
 
 
 def _by_name(obj: Any) -> bool:
@@ -954,6 +988,7 @@ class _Decoder:
         self._tensors: dict[str, Any] | None = None
         self._sent = sent or []  # (the runner's end) the objects its request sent as copies
         self.unpickled: list[Any] = []
+        self.shallow: list[Any] = []  # (the kernel's end) fresh copies of _shallow containers
         if "big" in header:
             if peer.trusted or type(header["big"]) is not dict:
                 raise ChannelError("the runner never unpickles what the kernel sends")
@@ -1042,7 +1077,15 @@ class _Decoder:
         if tag == "$c" and not self.peer.trusted:
             if body not in self.peer.big:
                 raise ChannelError("a container this side was never sent")
-            return _Unpickler(io.BytesIO(self.peer.big[body]), self.peer).load()
+            kept = self.peer.big_kept.get(body)
+            if kept is None:
+                kept = _Unpickler(io.BytesIO(self.peer.big[body]), self.peer).load()
+                if not _shallow(kept):
+                    return kept  # (unpickled afresh for every use)
+                self.peer.big_kept[body] = kept
+            fresh = type(kept)(kept)  # a copy, as fresh as unpickling it again, at C speed
+            self.shallow.append(fresh)
+            return fresh
         if tag == "$yp":
             if not self.peer.trusted or type(body) is not int or not 0 <= body < len(self._sent):
                 raise ChannelError("a reference to an object that was not sent")

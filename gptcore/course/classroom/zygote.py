@@ -53,6 +53,11 @@ def runner_env() -> dict[str, str]:
     """The environment of a trusted runner: the worker's, without Jupyter's secrets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JPY")}
     env["PYTHONHASHSEED"] = "0"
+    # One thread: the checks' own tensors are small, and the runner takes turns with the
+    # kernel on every call; an OpenMP pool spinning between calls would take the cores the
+    # kernels (this student's and the other workers') are waiting for.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = "1"
     return env
 
 
@@ -241,10 +246,9 @@ class Zygote:
 
     def __init__(self, imports: list[str], log: Any = None) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # (runner_env's single thread also keeps NumPy's OpenBLAS from starting a thread pool
+        # when imported: a process with threads cannot fork safely.)
         env = runner_env()
-        # NumPy's OpenBLAS starts a thread pool when imported, and a process with threads
-        # cannot fork safely; the runner's NumPy work is small.
-        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-m", "gptcore.course.classroom.zygote"],
