@@ -12,6 +12,8 @@ import json
 import random
 import socket
 import struct
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -538,3 +540,51 @@ def test_a_big_container_of_callables_still_calls_back():
     fs = [lambda i=i: seen.append(i) or i for i in range(300)]
     assert ns["call_all"](fs) == sum(range(300)) and seen == list(range(300))
     k.end()
+
+
+_TAMPERING_KERNEL = """
+import socket, sys, torch
+from gptcore.course.classroom.channel import Peer
+import gptcore.course.checks.ngram.sampling as s
+
+def generate(next_token_probs, context, num_tokens, generator):
+    if TAMPER:  # every token certain, in the kernel's copy of the check's chain
+        s._CHAIN.copy_(torch.eye(s._CHAIN.shape[0], dtype=s._CHAIN.dtype))
+    out, new = list(context), []
+    for _ in range(num_tokens):
+        t = int(torch.multinomial(next_token_probs(out), 1, generator=generator))
+        out.append(t)
+        new.append(t)
+    return new
+
+TAMPER = sys.argv[2] == "1"
+peer = Peer(socket.socket(fileno=int(sys.argv[1])), trusted=False, namespace={"generate": generate})
+while True:
+    peer.serve()
+"""
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_an_input_only_function_runs_in_the_kernel_where_tampering_only_fails(tamper):
+    """checks.report.input_only: lesson 2's Markov chain runs in the kernel (no round trip
+    per token). A kernel that changes its copy of the chain changes what the student's
+    tokens follow, never what the check compares them with: a right answer fails."""
+    from gptcore.course.checks.ngram.sampling import check_distribution
+
+    a, b = socket.socketpair()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _TAMPERING_KERNEL, str(b.fileno()), str(int(tamper))],
+        pass_fds=[b.fileno()],
+    )
+    b.close()
+    try:
+        runner = Peer(a, trusted=True)
+        generate = runner.lookup(["generate"])["generate"]
+        if tamper:
+            with pytest.raises(AssertionError, match="do not follow the distribution"):
+                check_distribution(generate, [1, 2, 3], 2000)
+        else:
+            check_distribution(generate, [1, 2, 3], 2000)
+    finally:
+        child.kill()
+        child.wait()

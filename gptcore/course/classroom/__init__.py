@@ -78,7 +78,8 @@ Where each part lives (imports run down this list, never up):
 - ``worker`` (``python -m gptcore.course.classroom --worker``): one student at a
   time in three steps, validate / run / read; ``execute``: nbgrader's Execute
   with the trusted runner, the guard and caps; ``trusted``: the runner of test
-  cells; ``channel``: its plain-data link into the kernel (also run there);
+  cells; ``zygote``: the fork server each worker starts runners from;
+  ``channel``: its plain-data link into the kernel (also run there);
   ``guard``: the code that runs inside the kernel;
   ``review`` and ``delegation``: the flags for a human; ``scratch``: the
   kernel's bounded, disposable writable space;

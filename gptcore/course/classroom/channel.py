@@ -522,8 +522,6 @@ class Peer:
         args, kwargs, times = parts[1], parts[2], parts[3]
         if type(args) is not tuple or type(kwargs) is not dict or type(times) is not int:
             raise ChannelError("a malformed repeat")
-        if self.trusted and not (callable(fn) and id(fn) in self._ids):
-            raise PermissionError("only the callables the grader passed can be called")
         outcomes: list[dict[str, Any]] = []
         shared = {k: v for k, v in [*enumerate(args), *kwargs.items()] if _fresh(v) is v}
         self._caller_state(msg, dec)  # once: the random state carries on from call to call
@@ -914,39 +912,35 @@ def _plain(v: Any, depth: int = 0) -> bool:
         return True
     if depth > 4 or t not in (list, tuple, set, frozenset, dict):
         return False
-    parts = (v.keys(), v.values()) if t is dict else (v,)
-    for items in parts:
-        kinds = set(map(type, items))  # (C speed for flat ones, and for tuples of scalars)
-        if kinds <= _PICKLE_SCALARS:
-            continue
-        if kinds == {tuple} and set(map(type, itertools.chain.from_iterable(items))) <= _PICKLE_SCALARS:
-            continue
-        if not all(_plain(x, depth + 1) for x in items):
-            return False
-    return True
-
-
-_PICKLE_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+    return all(
+        _flat(items, _PICKLE_SCALARS) or all(_plain(x, depth + 1) for x in items)
+        for items in _items(v)
+    )
 
 
 def _shallow(v: Any) -> bool:
     """A list, dict or set whose items (keys and values) are ints, strings, bytes or tuples
     of them: a shallow copy shares nothing that can change, and ``==`` compares it exactly
     (no float: NaN is not equal to itself)."""
-    if type(v) not in (list, dict, set):
-        return False
-    for items in (v.keys(), v.values()) if type(v) is dict else (v,):
-        kinds = set(map(type, items))
-        if tuple in kinds:
-            kinds.discard(tuple)
-            tuples = (x for x in items if type(x) is tuple)
-            if not set(map(type, itertools.chain.from_iterable(tuples))) <= _EXACT_SCALARS:
-                return False
-        if not kinds <= _EXACT_SCALARS:
+    return type(v) in (list, dict, set) and all(_flat(items, _EXACT_SCALARS) for items in _items(v))
+
+
+def _items(v: Any) -> tuple[Any, ...]:
+    return (v.keys(), v.values()) if type(v) is dict else (v,)
+
+
+def _flat(items: Any, scalars: frozenset[type]) -> bool:
+    """Every item one of ``scalars`` or a tuple of them, checked at C speed."""
+    kinds = set(map(type, items))
+    if tuple in kinds:
+        kinds.discard(tuple)
+        tuples = (x for x in items if type(x) is tuple) if kinds else items  # (all: C speed)
+        if not set(map(type, itertools.chain.from_iterable(tuples))) <= scalars:
             return False
-    return True
+    return kinds <= scalars
 
 
+_PICKLE_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 _EXACT_SCALARS = frozenset({int, str, bytes, bool, type(None)})
 
 
