@@ -137,13 +137,18 @@ def test_two_runners_forked_from_one_zygote_share_no_state(tmp_path):
         c.close()
 
 
-def test_a_runner_killed_mid_cell_gives_a_test_runner_error(tmp_path):
+def stuck_in_a_cell(tmp_path):
+    """A runner whose test cell waits in the student's function until ``kernel.release``."""
     runner, kernel = start(tmp_path)
-    thread = threading.Thread(target=kernel._serve, daemon=True)
-    thread.start()
+    threading.Thread(target=kernel._serve, daemon=True).start()
+    runner.run("wait()", "test")
+    assert runner.read(1) is None  # still in the student's function
+    return runner, kernel
+
+
+def test_a_runner_killed_mid_cell_gives_a_test_runner_error(tmp_path):
+    runner, kernel = stuck_in_a_cell(tmp_path)
     try:
-        runner.run("wait()", "test")
-        assert runner.read(1) is None  # still in the student's function
         os.killpg(runner.proc.pid, signal.SIGKILL)
         result = runner.read(20)
         assert result["error"]["ename"] == "TestRunnerError"
@@ -156,14 +161,10 @@ def test_a_runner_killed_mid_cell_gives_a_test_runner_error(tmp_path):
 
 
 def test_close_kills_a_runner_that_ignores_quit(tmp_path):
-    runner, kernel = start(tmp_path)
-    thread = threading.Thread(target=kernel._serve, daemon=True)
-    thread.start()
+    runner, kernel = stuck_in_a_cell(tmp_path)
     try:
-        runner.run("wait()", "test")
-        assert runner.read(1) is None
-    finally:
         runner.close()  # quit is not read while the cell runs: killed after 5 s
+    finally:
         kernel.release.set()
     assert gone(runner.proc.pid)
 
