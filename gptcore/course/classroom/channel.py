@@ -72,7 +72,7 @@ INLINE_BYTES = 1 << 16  # tensors up to this size travel inline, bigger ones in 
 BIG_ITEMS = 256  # the runner's containers this long go pickled, once (see _Encoder._big)
 REPR_CHARS = 300
 GROWING = 32  # int lists this long are sent as what they add to the last one, when they extend it
-_SCALARS = frozenset({int, str, bool, type(None)})
+_JSON_SCALARS = frozenset({int, float, str, bool, type(None)})  # what JSON carries as it is
 _BUILTIN_ERRORS = {
     n: c
     for n, c in vars(__import__("builtins")).items()
@@ -745,8 +745,9 @@ class _Encoder:
 
     def _big(self, v: Any) -> dict[str, Any]:
         """A big container of the runner's (GPT-2's 50,000 merges, a million token ids):
-        pickled (C speed), and sent once; after that only its digest travels, and the
-        kernel unpickles a fresh copy of what it kept for every use."""
+        pickled (C speed), and sent once; after that only its digest travels, and every
+        use in the kernel gets a fresh copy (unpickled again, or, for one of plain values,
+        a copy of the one it keeps unpickled)."""
         if _plain(v):  # no object of anyone's inside: skip the per-object hook
             raw = pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
         else:
@@ -815,9 +816,8 @@ class _Encoder:
             kinds = set(map(type, v))  # (C speed: histories of thousands of tokens, per call)
             if kinds == {int} and len(v) >= GROWING:
                 return self._ints(v)
-            if kinds <= _SCALARS or (
-                kinds <= _SCALARS | {float}
-                and all(map(math.isfinite, (x for x in v if type(x) is float)))
+            if kinds <= _JSON_SCALARS and (
+                float not in kinds or all(map(math.isfinite, (x for x in v if type(x) is float)))
             ):
                 return list(v)
             return [self.value(x, depth + 1) for x in v]
@@ -1149,4 +1149,3 @@ class _Decoder:
 
 
 _TORCH_TAGS = {"$T", "$G", "$dt", "$dv", "$z"}
-_JSON_SCALARS = frozenset({int, float, str, bool, type(None)})
