@@ -346,7 +346,8 @@ def fork_runner(socket_path: str, imports: list[str], log: Any = None) -> Forked
 
 
 def close_zygotes() -> None:
-    """End this process's zygotes (tests; a worker's end when it exits)."""
+    """End this process's zygotes now (tests). A worker needs no call: its exit closes
+    their channels, and a zygote exits when its channel closes."""
     with _lock:
         for zygote in _zygotes.values():
             with contextlib.suppress(Exception):
