@@ -39,10 +39,9 @@ report then says the sandbox was off.
 
 Limits of this sandbox: it is not a defence against kernel exploits; total
 memory is bounded per process (address space) times processes, not by a
-cgroup; the kernel can spend its whole time budget on CPU; and, in the lessons
-whose test cells still run in the kernel (``classroom.grading.KERNEL_TESTS``),
-code running there can still tamper with the grading of its own notebook
-(see ``gptcore.course.classroom``), never with anyone else's.
+cgroup; the kernel can spend its whole time budget on CPU; and code running
+there can tamper with the watchers that run beside it (see
+``gptcore.course.classroom``), which only ever fails rules about its own code.
 """
 
 # Over ~600 lines on purpose: the launcher (which runs as the grader, then execs into the

@@ -59,6 +59,7 @@ __all__ = [
     "show_tensor",
     "type_name",
     "unchanged",
+    "watching",
     "wrong",
 ]
 
@@ -292,6 +293,33 @@ def input_only(fn: F) -> F:
     function."""
     fn.gptcore_input_only = True  # type: ignore[attr-defined]
     return fn
+
+
+# The watchers on now (see ``watching``); class grading's channel reads this list.
+WATCHING: list[Any] = []
+
+
+@contextlib.contextmanager
+def watching(watcher: Any) -> Iterator[Any]:
+    """Keep ``watcher`` on while the block runs: a context manager that records *how*
+    the learner's code works (a lookup it is told not to use, parameters it should not
+    build, the modes a training step is in), where results cannot show it.
+
+    It must run where the learner's code runs. In class grading that is another
+    process: the channel sends a copy of every watcher on now with each call into the
+    learner's code, keeps it on around the call there, and puts what it recorded (its
+    plain attributes) back into this one. Its class says so with ``gptcore_in_kernel =
+    True``. A learner's code could tamper with that copy, so a watcher can only enforce
+    a rule about how a result is computed; the result itself is always compared here.
+    """
+    if getattr(type(watcher), "gptcore_in_kernel", False) is not True:
+        raise TypeError(f"{type(watcher).__name__} must set gptcore_in_kernel = True")
+    WATCHING.append(watcher)
+    try:
+        with watcher:
+            yield watcher
+    finally:
+        WATCHING.remove(watcher)
 
 
 def unchanged(before: Any, after: Any, where: str, label: str, mutation_hint: str = "") -> None:

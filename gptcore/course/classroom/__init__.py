@@ -35,13 +35,14 @@ What ``autograde`` adds to ``nbgrader autograde``:
   (:mod:`.trusted`) that runs no student code and reaches the student's
   functions through a plain-data channel into the kernel (:mod:`.channel`):
   hidden tests never enter the kernel, and the checks compare in the runner.
-  Lessons listed in ``grading.KERNEL_TESTS`` (their checks hold the student's
-  ``nn.Module`` or spy on a training loop) still run their test cells in the
-  kernel, where a guard, before each test cell, undoes monkeypatches of
-  gptcore, PyTorch, NumPy, ``regex`` and builtins made since the kernel
-  started, re-binds the lesson's ``checks`` alias and resets IPython's input
-  and AST transformers. nbgrader restores locked test cells, their points and
-  deleted test cells.
+  The student's ``nn.Module``s arrive there as mirrors (:mod:`.mirror`): real
+  modules kept in step with the kernel's, whose forward runs in the kernel and
+  whose backward asks it for the gradients. Watchers of *how* the student's
+  code works (``checks.report.watching``: a forbidden lookup, the modes of a
+  training step) run beside that code and report back as plain data. The
+  guard (:mod:`.guard`) stays for lessons put in ``grading.KERNEL_TESTS``
+  (none now; the attack tests use it for contrast). nbgrader restores locked
+  test cells, their points and deleted test cells.
 - **Review flags.** Code that matches a known trick is listed in the report
   (``REVIEW``) and the submission is flagged in the gradebook for a human:
   monkeypatching, ``__eq__``, IPython's hooks (transformers, events),
@@ -52,11 +53,9 @@ What ``autograde`` adds to ``nbgrader autograde``:
   source: code that builds these names at run time (``getattr(sys,
   "set" + "trace")``) is not recognised.
 
-Limits: in the lessons of ``grading.KERNEL_TESTS`` the student's code runs in
-the same interpreter as the tests, so a determined student can still subvert
-the grading of their *own* notebook there (for example by finding and
-disabling the guard through names built at run time), and nothing guarantees
-a flag for it; the sandbox keeps them from touching anyone else's grade.
+Limits: a watcher runs in the student's process, so a student who tampers with
+it can break the rule it enforces about *how* their code works (never a value
+the checks compare); the sandbox keeps them from touching anyone else's grade.
 
 ``feedback`` renders nbgrader's HTML feedback from autograded notebooks whose
 hidden tests are replaced by a placeholder (and scrubbed from outputs and

@@ -9,9 +9,13 @@ one :class:`Peer` at each end, speaking in requests and replies.
 Only plain data crosses it by value: None, bool, int, float, str, bytes,
 lists, tuples, dicts and sets of them, slices, tensors (their bytes with a
 dtype and a shape, the big ones in safetensors), ``torch.Generator`` states, dtypes, devices, and gptcore's
-dataclasses (rebuilt from their fields). Anything else of the kernel's stays
-there and the runner gets a *handle*, a :class:`Remote` it can call and read
-attributes and items from. Nothing the kernel sends is ever unpickled: the
+dataclasses (rebuilt from their fields). The student's ``nn.Module``s become
+*mirrors* in the runner (:mod:`.mirror`): real modules whose parameters,
+gradients, buffers and train/eval flags go both ways by value with every
+message, as what changed (``_Sync``), whose forward runs in the kernel
+("fwd") and whose backward asks the kernel for gradients ("bwd"). Anything
+else of the kernel's stays there and the runner gets a *handle*, a
+:class:`Remote` it can call and read attributes and items from. Nothing the kernel sends is ever unpickled: the
 runner's decoder builds only the types above, so the kernel can only answer
 with values, never with code. The runner's own objects that a check passes
 to the student's code (a model, an optimizer, a KV cache) go the other way
@@ -34,7 +38,13 @@ Semantics kept from running in one process, so that a check reads the same:
   after its nearest built-in base), with its message, and, for
   ``NotImplementedError``, the name of the unwritten function;
 - the caller's PyTorch and Python random states and its gradient mode go with
-  every call from the runner, so that a seeded check draws the same numbers.
+  every call from the runner, so that a seeded check draws the same numbers,
+  and the states the student's code left come back;
+- a generator argument arrives as a generator (of the items it gives);
+- the watchers a check has on (``checks.report.watching``: how the student's
+  code works, which no result shows) and the runner's objects marked
+  ``gptcore_in_kernel`` (a spy, a recorder of hooks) are copied into the
+  kernel and run there, around the call; what they recorded comes back.
 
 This module is sent to the kernel by source (as the guard is): it needs only
 the standard library, and PyTorch and safetensors once a tensor crosses.
@@ -326,6 +336,12 @@ class Peer:
         self.ints_in: dict[int, list[int]] = {}  # the last few received, by serial
         self._ints_serial = 0
         self.ending = False
+        # The student's nn.Modules the runner holds a mirror of (.mirror): their state goes
+        # both ways with every message, as what changed since the last one (_Sync).
+        self.synced: dict[int, _Sync] = {}  # handle id -> the module's sync state
+        self.graphs: dict[int, tuple[list, list]] = {}  # (the kernel's end) see "fwd"
+        self.mirror_refs: dict[int, tuple[str, int, str]] = {}  # (the runner's end) id -> ref
+        self.rng_given: Any = None  # (the kernel's end) the random states a call started from
 
     # ------------------------------------------------------ asking the other side
     def request(self, op: str, *parts: Any) -> Any:
@@ -335,6 +351,7 @@ class Peer:
         header: dict[str, Any] = {"op": op, "id": msg_id, "p": [enc.value(p) for p in parts]}
         if self.trusted:
             self._add_state(header, enc)
+            self._sync_out(header, enc)
         _send(self.sock, header, enc.finish(header))
         while True:
             msg, blob = _recv(self.sock)
@@ -345,10 +362,15 @@ class Peer:
                 raise ChannelError("a reply to a request that was not made")
             dec = _Decoder(self, blob, msg, sent=enc.pickled)
             if "err" in msg:
+                self._sync_in(msg, dec)
+                self._rng_back(msg, dec)
                 raise _exception(msg["err"] if isinstance(msg["err"], dict) else {})
             result = dec.value(msg.get("ok"))
-            if op in ("call", "repeat"):
+            self._sync_in(msg, dec)
+            self._rng_back(msg, dec)
+            if op in ("call", "repeat", "fwd"):
                 self._write_back(parts, msg.get("wb") or [], dec)
+                self._watched_back(msg.get("wv"), enc, dec)
             return result
 
     def lookup(self, names: list[str]) -> dict[str, Any]:
@@ -363,12 +385,58 @@ class Peer:
         self._proxies.clear()
         self.objects.clear()
         self._ids.clear()
+        self.synced.clear()
+        self.graphs.clear()
+        self.mirror_refs.clear()
+
+    def _sync_out(self, header: dict[str, Any], enc: _Encoder) -> None:
+        """What changed in the mirrored modules since the last message, into ``header``."""
+        changes = {}
+        for rid, sync in list(self.synced.items()):
+            ch = sync.changes(shape=not self.trusted)
+            if ch:
+                changes[rid] = ch
+        if changes:
+            header["ms"] = enc.value(changes)
+
+    def _sync_in(self, msg: dict[str, Any], dec: _Decoder) -> None:
+        """Put the other side's changes to the mirrored modules into ours."""
+        if "ms" not in msg:
+            return
+        changes = dec.value(msg["ms"])
+        if type(changes) is not dict:
+            raise ChannelError("malformed module changes")
+        for rid, ch in changes.items():
+            sync = self.synced.get(rid)
+            if sync is None or type(ch) is not dict:
+                raise ChannelError("changes to a module that is not mirrored")
+            if self.trusted and "s" in ch:
+                importlib.import_module("gptcore.course.classroom.mirror").rebuild(sync.module, ch["s"])
+            sync.apply(ch)
+
+    def _watched_back(self, states: Any, enc: _Encoder, dec: _Decoder) -> None:
+        """What the watchers sent with a call recorded in the kernel (see ``_watchers``),
+        and what became of the runner's objects marked to run there, put into ours."""
+        if not states:
+            return
+        sent = enc.pickled + enc.in_kernel
+        if type(states) is not list:
+            raise ChannelError("malformed watcher states")
+        for item in states[:1000]:
+            if not (type(item) is list and len(item) == 2 and type(item[0]) is int):
+                raise ChannelError("malformed watcher states")
+            if not 0 <= item[0] < len(sent):
+                raise ChannelError("a state of an object that was not sent")
+            _restore(sent[item[0]], dec.value(item[1]))
 
     def _add_state(self, header: dict[str, Any], enc: _Encoder) -> None:
         """The runner's random states (when they changed) and gradient mode go with a call."""
         torch = _torch()
         py = random.getstate()
         state = torch.get_rng_state().numpy().tobytes() if torch is not None else b""
+        watchers = _active_watchers()
+        if watchers:
+            header["wt"] = [enc.value(w) for w in watchers]
         if self._sent_rng is None or self._sent_rng != (state, py):
             header["rng"] = {"py": enc.value(py)}
             if torch is not None:
@@ -376,6 +444,28 @@ class Peer:
             self._sent_rng = (state, py)
         if torch is not None:
             header["grad"] = bool(torch.is_grad_enabled())
+
+    def _rng_back(self, msg: dict[str, Any], dec: _Decoder) -> None:
+        """(the runner's end) The random states the kernel's call left, taken on, as one
+        process would have them: a check that seeds again before the next call sends that
+        seed, one that does not carries on from where the student's code stopped. (A
+        check's own inputs come from generators it seeds itself, never from this state.)"""
+        rng = msg.get("rng")
+        if rng is None:
+            return
+        torch = _torch()
+        try:
+            py = dec.value(rng["py"])
+            random.setstate(py)
+            if torch is not None:
+                state = dec.value(rng["torch"])
+                if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8):
+                    raise TypeError("not a generator state")
+                torch.set_rng_state(state)
+        except (TypeError, ValueError, KeyError, RuntimeError) as e:
+            raise ChannelError(f"a malformed random state: {e}") from e
+        now = torch.get_rng_state().numpy().tobytes() if torch is not None else b""
+        self._sent_rng = (now, random.getstate())
 
     def _write_back(self, parts: tuple[Any, ...], wb: list[Any], dec: _Decoder) -> None:
         """Put what the callee did to our arguments into them (we passed copies)."""
@@ -414,21 +504,31 @@ class Peer:
         msg_id = msg.get("id")
         op = msg.get("op")
         enc = _Encoder(self)
+        calls = not self.trusted and op in ("call", "fwd", "repeat")
+        self.rng_given = _rng_now() if calls else None  # (_caller_state: what it took on)
         try:
             if op == "end" and not self.trusted:
                 self.ending = True
                 self.objects.clear()
                 self._ids.clear()
                 self._proxies.clear()
+                self.synced.clear()
+                self.graphs.clear()
                 _send(self.sock, {"re": msg_id, "ok": None})
                 return
             dec = _Decoder(self, blob, msg)
+            if not self.trusted:
+                self._sync_in(msg, dec)
             parts = [dec.value(p) for p in msg.get("p") or []]
             enc.runner_objects = dec.unpickled
             result, wb = self._do(str(op), parts, msg, dec, enc)
             header = {"re": msg_id, "ok": enc.value(result)}
             if wb:
                 header["wb"] = wb
+            if calls:
+                states = self._watcher_states(msg, dec, enc)
+                if states:
+                    header["wv"] = states
         except BaseException as e:
             if isinstance(e, ChannelError) and self.trusted:
                 raise
@@ -436,7 +536,24 @@ class Peer:
             header = {"re": msg_id, "err": _describe(e)}
             if isinstance(e, (SystemExit, GeneratorExit)):
                 header["err"]["name"] = "SystemExit"
+        if calls and _rng_now() != self.rng_given:  # the student's code drew random numbers
+            header["rng"] = _rng_state(enc)
+        if not self.trusted:
+            try:
+                self._sync_out(header, enc)
+            except Exception as e:  # a module whose state cannot be read: the call fails
+                header = {"re": msg_id, "err": _describe(e)}
+                enc = _Encoder(self)
         _send(self.sock, header, enc.finish(header))
+
+    def _watcher_states(self, msg: dict[str, Any], dec: _Decoder, enc: _Encoder) -> list[Any]:
+        """(the kernel's end) The state of each watcher and runner object marked to run here
+        after a call, by its place among the copies the request sent."""
+        out = []
+        for i, obj in enumerate(dec.unpickled):
+            if getattr(type(obj), "gptcore_in_kernel", False) is True:
+                out.append([i, enc.value(_state(obj))])
+        return out
 
     def _do(
         self, op: str, parts: list[Any], msg: dict[str, Any], dec: _Decoder, enc: _Encoder
@@ -459,6 +576,10 @@ class Peer:
             return self._call(target, args, kwargs, msg, dec, enc)
         if op == "repeat":
             return self._repeat(target, parts, msg, dec, enc)
+        if op == "fwd":
+            return self._forward(target, parts, msg, dec, enc)
+        if op == "bwd":
+            return self._backward(parts), []
         if op == "getattr":
             return getattr(target, str(parts[1])), []
         if op == "setattr":
@@ -494,7 +615,7 @@ class Peer:
             k: _snapshot(v, shallow=any(v is o for o in dec.shallow))
             for k, v in [*enumerate(args), *kwargs.items()]
         }
-        with _grad_mode(msg):
+        with _grad_mode(msg), _watchers(dec):
             result = fn(*args, **kwargs)
         wb = []
         for k, v in [*enumerate(args), *kwargs.items()]:
@@ -514,6 +635,7 @@ class Peer:
                 random.setstate(dec.value(rng["py"]))
             if "torch" in rng and torch is not None:
                 torch.set_rng_state(dec.value(rng["torch"]))
+            self.rng_given = _rng_now()
 
     def _repeat(
         self, fn: Any, parts: list[Any], msg: dict[str, Any], dec: _Decoder, enc: _Encoder
@@ -531,7 +653,7 @@ class Peer:
             call_args = tuple(fresh[i] for i in range(len(args)))
             call_kwargs = {k: fresh[k] for k in kwargs}
             try:
-                with _grad_mode(msg):
+                with _grad_mode(msg), _watchers(dec):
                     result = fn(*call_args, **call_kwargs)
             except BaseException as e:
                 outcomes.append({"err": _describe(e)})
@@ -550,6 +672,51 @@ class Peer:
                 wb.append([k, enc.value(v)])
         return outcomes, wb
 
+    def _forward(
+        self, module: Any, parts: list[Any], msg: dict[str, Any], dec: _Decoder, enc: _Encoder
+    ) -> tuple[Any, list[Any]]:
+        """(the kernel's end) A mirrored module called with gradients on: the outputs, and
+        the graph kept, so that the runner's backward can ask for the gradients ("bwd")
+        of the inputs it sent and of the parameters it names."""
+        torch = _torch()
+        args, kwargs, names = parts[1], parts[2], parts[3]
+        if type(args) is not tuple or type(kwargs) is not dict or type(names) is not list:
+            raise ChannelError("a malformed forward")
+        result, wb = self._call(module, args, kwargs, {**msg, "grad": True}, dec, enc)
+        outs = [t for t in _tensors_in(result) if t.requires_grad]
+        if not outs or torch is None:
+            return {"o": result, "g": None}, wb
+        params = dict(module.named_parameters(remove_duplicate=False))
+        inputs = [t for t in _tensors_in((args, kwargs)) if t.requires_grad]
+        inputs += [params[n] for n in names if n in params]
+        if len(inputs) != len(names) + sum(1 for t in _tensors_in((args, kwargs)) if t.requires_grad):
+            raise ChannelError("the module's parameters changed names during the call")
+        gid = max(self.graphs, default=0) + 1
+        self.graphs[gid] = (outs, inputs)
+        for old in sorted(self.graphs)[:-8]:  # the few latest: a check backpropagates at once
+            del self.graphs[old]
+        return {"o": result, "g": gid}, wb
+
+    def _backward(self, parts: list[Any]) -> list[Any]:
+        """(the kernel's end) The gradients of a kept graph's inputs (see ``_forward``)."""
+        torch = _torch()
+        gid, grads = parts[0], parts[1]
+        if gid not in self.graphs or type(grads) is not list:
+            raise ChannelError("a backward through a graph that is not kept")
+        outs, inputs = self.graphs[gid]
+        if len(grads) != len(outs):
+            raise ChannelError("a backward with the wrong number of gradients")
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+        wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
+        got = torch.autograd.grad(
+            [o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+            allow_unused=True, retain_graph=True,
+        )  # fmt: skip
+        out: list[Any] = [None] * len(inputs)
+        for i, g in zip(wanted, got):
+            out[i] = g
+        return out
+
     # ------------------------------------------------------ handles we give out
     def handle(self, obj: Any) -> int:
         key = id(obj)
@@ -559,11 +726,170 @@ class Peer:
             self._ids[key] = rid
         return self._ids[key]
 
-    def proxy(self, rid: int, info: dict[str, Any]) -> Remote:
+    def proxy(self, rid: int, info: dict[str, Any]) -> Any:
         if rid not in self._proxies:
-            cls = _proxy_type(str(info.get("m", "")), str(info.get("q", "object")))
-            self._proxies[rid] = cls(self, rid, info)
+            if self.trusted and "mod" in info and _torch() is not None:
+                # A module of the student's: a real nn.Module here, kept in step (.mirror).
+                mirror = importlib.import_module("gptcore.course.classroom.mirror")
+                root = mirror.build(self, rid, info)
+                self.synced[rid] = _Sync(root)
+                self._proxies[rid] = root  # type: ignore[assignment]
+            else:
+                cls = _proxy_type(str(info.get("m", "")), str(info.get("q", "object")))
+                self._proxies[rid] = cls(self, rid, info)
         return self._proxies[rid]
+
+
+# ------------------------------------------------------------------ mirrored modules
+_UNSEEN = object()
+
+
+class _Sync:
+    """A mirrored module's state as last sent or received (parameters, their gradients,
+    buffers, train/eval flags), so that each message carries only what changed. The
+    same on both ends: the kernel's module is the student's, the runner's its mirror.
+    Compared by value: ``p.data -= ...`` changes a parameter without a version bump."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self.seen: dict[tuple[str, str], Any] = {}
+        self.shape: Any = None
+
+    def _now(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        m, params, firsts = self.module, {}, set()
+        for n, p in m.named_parameters(remove_duplicate=False):
+            if id(p) not in firsts:  # a tied parameter goes once, by its first name
+                firsts.add(id(p))
+                params[n] = p
+        buffers = dict(m.named_buffers(remove_duplicate=False))
+        modules = dict(m.named_modules(remove_duplicate=False))
+        return params, buffers, modules
+
+    def changes(self, shape: bool) -> dict[str, Any]:
+        params, buffers, modules = self._now()
+        out: dict[str, Any] = {}
+        if shape:  # (the kernel's end) the module's layout, when it changed
+            info = _module_info(self.module)
+            if info != self.shape:
+                out["s"] = self.shape = info
+        for n, p in params.items():
+            self._diff(out, "p", n, p.detach())
+            self._diff(out, "g", n, None if p.grad is None else p.grad.detach())
+        for n, b in buffers.items():
+            self._diff(out, "b", n, b.detach())
+        for n, m in modules.items():
+            if self.seen.get(("t", n), _UNSEEN) is not bool(m.training):
+                self.seen[("t", n)] = bool(m.training)
+                out.setdefault("t", {})[n] = bool(m.training)
+        return out
+
+    def _diff(self, out: dict[str, Any], kind: str, name: str, value: Any) -> None:
+        old = self.seen.get((kind, name), _UNSEEN)
+        if old is not _UNSEEN and _equal(old, value):
+            return
+        self.seen[(kind, name)] = None if value is None else value.clone()
+        out.setdefault(kind, {})[name] = value
+
+    def apply(self, ch: dict[str, Any]) -> None:
+        torch = _torch()
+        params, buffers, modules = self._now()
+        with torch.no_grad():
+            for kind, where in (("p", params), ("b", buffers), ("g", params)):
+                for n, t in dict(ch.get(kind) or {}).items():
+                    target = where.get(n)
+                    if target is None or not ((t is None and kind == "g") or _fits(t, target)):
+                        raise ChannelError(f"a change to {n!r} that does not fit the module")
+                    if kind == "g":
+                        target.grad = None if t is None else t.clone()
+                    else:
+                        target.copy_(t)
+                    self.seen[(kind, n)] = None if t is None else t.clone()
+        for n, flag in dict(ch.get("t") or {}).items():
+            if n not in modules or type(flag) is not bool:
+                raise ChannelError("a train/eval flag of no sub-module")
+            modules[n].training = self.seen[("t", n)] = flag
+
+
+def _fits(t: Any, target: Any) -> bool:
+    torch = _torch()
+    return isinstance(t, torch.Tensor) and t.shape == target.shape and t.dtype == target.dtype
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return _same(("t", a), ("t", b))
+
+
+def _module_info(m: Any) -> dict[str, Any]:
+    """A module's layout, for its mirror: the sub-modules (path, class), the parameters
+    (name, the first name of the one it is tied to, shape, dtype, whether it trains) and
+    the buffers (name, shape, dtype, whether state_dict holds it)."""
+    mods = [[p, type(s).__module__, type(s).__qualname__] for p, s in m.named_modules(remove_duplicate=False)]
+    firsts: dict[int, str] = {}
+    params = []
+    for n, p in m.named_parameters(remove_duplicate=False):
+        first = firsts.setdefault(id(p), n)
+        params.append([n, first, list(p.shape), str(p.dtype).removeprefix("torch."), bool(p.requires_grad)])
+    buffers = []
+    for path, s in m.named_modules(remove_duplicate=False):
+        for n, b in s._buffers.items():
+            if b is not None:
+                persistent = n not in s._non_persistent_buffers_set
+                full = f"{path}.{n}" if path else n
+                buffers.append([full, list(b.shape), str(b.dtype).removeprefix("torch."), persistent])
+    return {"mods": mods[:10_000], "params": params[:100_000], "buffers": buffers[:100_000]}
+
+
+def _mirror_target(root: Any, kind: Any, path: Any) -> Any:
+    """(the kernel's end) What a mirror stands for: the module at ``path``, or a parameter."""
+    torch = _torch()
+    if torch is None or not isinstance(root, torch.nn.Module) or type(path) is not str:
+        raise ChannelError("a reference to no module")
+    try:
+        if kind == "m":
+            return root.get_submodule(path) if path else root
+        if kind == "p":
+            return dict(root.named_parameters(remove_duplicate=False))[path]
+        if kind == "b":
+            return dict(root.named_buffers(remove_duplicate=False))[path]
+    except (AttributeError, KeyError) as e:
+        raise ChannelError(f"no {path!r} in the module") from e
+    raise ChannelError("a reference to no module")
+
+
+def _tensors_in(v: Any, depth: int = 0) -> list[Any]:
+    """The tensors in a value, in order (tuples, lists and dict values looked into)."""
+    torch = _torch()
+    if torch is not None and isinstance(v, torch.Tensor):
+        return [v]
+    if depth > MAX_DEPTH:
+        return []
+    if type(v) in (tuple, list):
+        return [t for x in v for t in _tensors_in(x, depth + 1)]
+    if type(v) is dict:
+        return [t for x in v.values() for t in _tensors_in(x, depth + 1)]
+    return []
+
+
+# ------------------------------------------------------------------ watchers
+def _active_watchers() -> list[Any]:
+    """(the runner's end) The watchers a check has on (``checks.report.watching``)."""
+    report = sys.modules.get("gptcore.course.checks.report")
+    return list(getattr(report, "WATCHING", ()))
+
+
+@contextlib.contextmanager
+def _watchers(dec: _Decoder) -> Any:
+    """(the kernel's end) The runner's watchers, copies of them, on around the call."""
+    raw = dec.header.get("wt")
+    found = [dec.value(w) for w in raw] if type(raw) is list and not dec.peer.trusted else []
+    with contextlib.ExitStack() as stack:
+        for w in found:
+            if getattr(type(w), "gptcore_in_kernel", False) is not True:
+                raise ChannelError("a watcher that is not one")
+            stack.enter_context(w)
+        yield
 
 
 def _describe(e: BaseException) -> dict[str, Any]:
@@ -580,6 +906,20 @@ def _describe(e: BaseException) -> dict[str, Any]:
     }
     if isinstance(e, NotImplementedError):
         out["stub"] = getattr(e, "stub_name", "") or _stub(e)
+    return out
+
+
+def _rng_now() -> tuple[bytes, Any]:
+    torch = _torch()
+    return (torch.get_rng_state().numpy().tobytes() if torch is not None else b"", random.getstate())
+
+
+def _rng_state(enc: _Encoder) -> dict[str, Any]:
+    """(the kernel's end) Its random states, for the runner to take on (``_rng_back``)."""
+    torch = _torch()
+    out = {"py": enc.value(random.getstate())}
+    if torch is not None:
+        out["torch"] = enc.value(torch.get_rng_state())
     return out
 
 
@@ -665,6 +1005,10 @@ def _state(obj: Any) -> dict[str, Any]:
         }
     if torch is not None and isinstance(obj, torch.optim.Optimizer):
         return {"kind": "optimizer", "sd": obj.state_dict()}
+    if getattr(type(obj), "gptcore_in_kernel", False) is True:
+        # A watcher says what it sends back (a hook it holds, the threads it restores: not).
+        state = obj.__getstate__()
+        return {"kind": "vars", "vars": dict(state) if isinstance(state, dict) else {}}
     return {"kind": "vars", "vars": dict(vars(obj))}
 
 
@@ -722,6 +1066,11 @@ def _called_back(v: Any) -> bool:
     by name and runs in the kernel."""
     if getattr(v, "gptcore_input_only", False) is True and _by_name(v):
         return False
+    # A watcher or recorder of how the student's code works runs where that code does;
+    # what it recorded comes back as plain data (see Peer._watched_back).
+    owner = v.__self__ if isinstance(v, types.MethodType) else v
+    if getattr(type(owner), "gptcore_in_kernel", False) is True:
+        return False
     if isinstance(v, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
                       types.BuiltinMethodType, functools.partial)):  # fmt: skip
         return True
@@ -742,6 +1091,7 @@ class _Encoder:
         self.runner_objects: list[Any] = []  # (the kernel's end) the copies it was sent
         self.big: dict[str, str] = {}  # (the runner's end) digest -> pickle, first sending
         self.ints: tuple[int, list[int]] | None = None  # (see _ints)
+        self.in_kernel: list[Any] = []  # objects marked to run in the kernel, in the copies
 
     def _big(self, v: Any) -> dict[str, Any]:
         """A big container of the runner's (GPT-2's 50,000 merges, a million token ids):
@@ -780,7 +1130,12 @@ class _Encoder:
             header["big"] = self.big
         if self.pickled:
             buf = io.BytesIO()
-            _Pickler(buf, self).dump(self.pickled)
+            pickler = _Pickler(buf, self)
+            pickler.dump(self.pickled)
+            if pickler.in_kernel:  # listed too, so that the kernel can say what became of them
+                self.in_kernel = pickler.in_kernel
+                buf = io.BytesIO()
+                _Pickler(buf, self).dump(self.pickled + self.in_kernel)
             header["pk"] = base64.b64encode(buf.getvalue()).decode()
         return self.blob()
 
@@ -837,6 +1192,9 @@ class _Encoder:
             return {"$y": v._rid}  # the other side's own object, back to it
         torch = _torch()
         if torch is not None:
+            ref = self.peer.mirror_refs.get(id(v)) if self.peer.trusted else None
+            if ref is not None:  # a mirror, or its parameter: the student's own, back to it
+                return {"$ym": list(ref)}
             if isinstance(v, torch.Tensor) and v.dtype not in (torch.complex64, torch.complex128):
                 return {"$T": self._tensor(v), "g": bool(v.requires_grad)}
             if isinstance(v, torch.Generator):
@@ -851,6 +1209,8 @@ class _Encoder:
             fields = {f.name: self.value(getattr(v, f.name), depth + 1) for f in dataclasses.fields(v)}
             return {"$dc": f"{t.__module__}:{t.__qualname__}", "f": fields}
         if self.peer.trusted:
+            if isinstance(v, types.GeneratorType):  # a generator there, of what this one gives
+                return {"$gn": [self.value(x, depth + 1) for x in itertools.islice(v, MAX_ITEMS)]}
             if _called_back(v):
                 return self._handle(v)
             for i, o in enumerate(self.pickled):
@@ -874,6 +1234,13 @@ class _Encoder:
             "q": str(getattr(t, "__qualname__", "object")),
             "r": r[:REPR_CHARS],
         }
+        torch = _torch()
+        if not self.peer.trusted and torch is not None and isinstance(v, torch.nn.Module):
+            info["mod"] = _module_info(v)  # the runner builds a mirror of it (.mirror)
+            rid = self.peer.handle(v)
+            if rid not in self.peer.synced:
+                self.peer.synced[rid] = _Sync(v)
+                self.peer.synced[rid].shape = info["mod"]
         name = getattr(v, "__name__", None) if not self.peer.trusted else None
         if isinstance(name, str):
             info["n"] = name[:200]
@@ -891,11 +1258,19 @@ class _Pickler(pickle.Pickler):
     def __init__(self, file: Any, enc: _Encoder) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.enc = enc
+        self.in_kernel: list[Any] = []
 
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, Remote) and obj._peer is self.enc.peer:
             return ("y", obj._rid)
+        ref = self.enc.peer.mirror_refs.get(id(obj))
+        if ref is not None:  # a mirror's parameter in an optimizer: the student's own there
+            return ("m", *ref)
         if any(obj is o for o in self.enc.pickled):
+            return None
+        if getattr(type(obj), "gptcore_in_kernel", False) is True:
+            if not any(obj is o for o in self.in_kernel):
+                self.in_kernel.append(obj)
             return None
         if _by_name(obj):
             return None
@@ -962,6 +1337,8 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> Any:
         if pid[0] == "y":
             return self.peer.objects[pid[1]]
+        if pid[0] == "m":
+            return _mirror_target(self.peer.objects.get(pid[2]), pid[1], pid[3])
         return self.peer.proxy(pid[1], pid[2])
 
 
@@ -978,6 +1355,7 @@ class _Decoder:
         self, peer: Peer, blob: bytes, header: dict[str, Any], sent: list[Any] | None = None
     ) -> None:
         self.peer = peer
+        self.header = header
         self._blob = blob
         self._tensors: dict[str, Any] | None = None
         self._sent = sent or []  # (the runner's end) the objects its request sent as copies
@@ -1080,6 +1458,12 @@ class _Decoder:
             fresh = type(kept)(kept)  # a copy, as fresh as unpickling it again, at C speed
             self.shallow.append(fresh)
             return fresh
+        if tag == "$ym" and not self.peer.trusted:
+            if not (type(body) is list and len(body) == 3 and body[1] in self.peer.synced):
+                raise ChannelError("a malformed reference to a module")
+            return _mirror_target(self.peer.objects.get(body[1]), body[0], body[2])
+        if tag == "$gn" and not self.peer.trusted:
+            return (x for x in self._list(body, depth))
         if tag == "$yp":
             if not self.peer.trusted or type(body) is not int or not 0 <= body < len(self._sent):
                 raise ChannelError("a reference to an object that was not sent")

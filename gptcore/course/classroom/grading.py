@@ -244,14 +244,10 @@ def guard_settings(course: Course, lesson: str, notebooks: list[str]) -> dict[st
 
 
 # Lessons whose test cells still run in the student's kernel (with the guard), and why.
-# Their checks hold the student's nn.Module itself (isinstance, parameters shared with an
-# optimizer, gradients after backward) or spy on a training loop with context managers and
-# tensor hooks; moving them needs autograd and context managers across the channel.
-KERNEL_TESTS: dict[str, str] = {
-    "03_embeddings": "NeuralBigram is an nn.Module the checks train and inspect",
-    "05_gpt": "LayerNorm, MLP, Block and GPT are nn.Modules the checks inspect and backpropagate",
-    "06_training": "the checks spy on the training loop (autocast, no_sync, gradient hooks)",
-}
+# None now: the student's nn.Modules are mirrored in the runner (.mirror) and the watchers
+# of how their code works run beside it (checks.report.watching). Kept for contrast in
+# the attack tests, which put a lesson back here to show the attacks are real.
+KERNEL_TESTS: dict[str, str] = {}
 
 
 def trusted_settings(course: Course, lesson: str, notebooks: list[str]) -> dict[str, Any]:

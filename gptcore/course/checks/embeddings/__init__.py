@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from gptcore.model import embeddings as ref
 
-from ..report import call, check, describe_call, fail, passed
+from ..report import call, check, describe_call, fail, passed, watching
 from ..tensors import check_tensor, compare
 from . import mistakes as known
 from .bigram import bigram_matches_counts, neural_bigram
@@ -99,7 +99,7 @@ def one_hot_embed(
     inputs = _lookup_inputs(seed, cases)
     for idx, weight in inputs:
         where = describe_call("one_hot_embed", idx, weight)
-        with _LookupSpy(weight) as spy:
+        with watching(_LookupSpy(weight)) as spy:
             got = call(one_hot_embed, idx, weight, name="one_hot_embed", where=where,
                        error_hints=known.one_hot_error_hint(idx, weight))  # fmt: skip
         if spy.lookups:
@@ -157,6 +157,8 @@ class _LookupSpy(TorchFunctionMode):
     the learner's code holds: ``call`` hands it a copy of ``weight``, and it may
     detach, clone or transpose it first, so the weight is recognised by value.
     """
+
+    gptcore_in_kernel = True  # see report.watching
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()

@@ -19,7 +19,7 @@ from gptcore.model import BigramLM
 from gptcore.train import get_batch
 from gptcore.train import train_step as reference_train_step
 
-from ..report import call, check, fail, passed, show, type_name
+from ..report import call, check, fail, passed, show, type_name, watching
 from ..tensors import compare
 from .mistakes import ZERO_GRAD_HINT
 
@@ -115,6 +115,30 @@ def _train_cases(rng: random.Random, cases: int
     return setups
 
 
+class _StepCount:
+    """Counts the steps of one optimizer while on (see report.watching). Its copy goes to
+    the learner's process with the optimizer's, so it counts the steps of that copy."""
+
+    gptcore_in_kernel = True
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.steps = 0
+
+    def _record(self, *_: object) -> None:
+        self.steps += 1
+
+    def __enter__(self) -> _StepCount:
+        self._hook = self.optimizer.register_step_post_hook(self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hook.remove()
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"optimizer": self.optimizer, "steps": self.steps}
+
+
 def _check_train_case(
     fn: Callable[..., float], model_name: str, opt_name: str, s: int, steps: int
 ) -> int:
@@ -127,16 +151,12 @@ def _check_train_case(
             f"{model_name}, optimizer = {opt_name}, x and y of shape {tuple(x.shape)})"
         )
         before = {n: p.detach().clone() for n, p in mine.named_parameters()}
-        stepped: list[int] = []
-        hook = my_opt.register_step_post_hook(lambda *_, seen=stepped: seen.append(1))
         torch.manual_seed(s + 7)  # the same dropout masks on both sides
-        try:
+        with watching(_StepCount(my_opt)) as stepped:
             got = call(fn, mine, my_opt, x, y, name="train_step", where=where)
-        finally:
-            hook.remove()
         torch.manual_seed(s + 7)
         expected = reference_train_step(ref, ref_opt, x, y)
-        _check_step_effects(mine, before, got, len(stepped), where)
+        _check_step_effects(mine, before, got, stepped.steps, where)
         _check_step_loss(ref, model_name, x, y, got, expected, where)
         no_zero_grad = _replay(model_name, opt_name, s, batches, k, _variant_step("no zero_grad"))
         forgot = dict(no_zero_grad.named_parameters())

@@ -17,7 +17,7 @@ from gptcore.model.config import GPTConfig
 from gptcore.model.gpt import GPT
 from gptcore.model.hf import TRANSPOSED, hf_config
 
-from ..report import Shown, call, check, diagnose, fail, passed, wrong
+from ..report import Shown, call, check, diagnose, fail, passed, watching, wrong
 from ..tensors import generator, seeded
 from ..values import check_int, int_problem
 from .common import build, check_tied, compare, describe_config, forward, output_tensor
@@ -106,18 +106,35 @@ def _count_configs(seed: int, cases: int) -> list[GPTConfig]:
     return configs
 
 
+class _BuildWatch:
+    """Records the parameters any module registers while it is on (see report.watching)."""
+
+    gptcore_in_kernel = True
+
+    def __init__(self) -> None:
+        self.built: list[str] = []
+
+    def _record(self, module: nn.Module, name: str, param: Any) -> None:
+        self.built.append(name)
+
+    def __enter__(self) -> _BuildWatch:
+        self._hook = torch.nn.modules.module.register_module_parameter_registration_hook(
+            self._record
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hook.remove()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"built": list(self.built)}  # (not the hook: each copy registers its own)
+
+
 def _call_without_building(count: Callable[[GPTConfig], int], config: GPTConfig, where: str) -> Any:
     """``count(config)``, failing if it created model parameters on the way."""
-    built: list[str] = []
-
-    def record(module: nn.Module, name: str, param: Any) -> None:
-        built.append(name)
-
-    hook = torch.nn.modules.module.register_module_parameter_registration_hook(record)
-    try:
+    with watching(_BuildWatch()) as watch:
         got = call(count, config, name="count_params", where=where)
-    finally:
-        hook.remove()
+    built = watch.built
     if built:
         fail(
             f"{where} built model parameters. Count with a formula from the config instead: "

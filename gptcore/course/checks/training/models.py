@@ -68,7 +68,11 @@ def max_param_diff(a: nn.Module, b: nn.Module) -> float:
 
 class Spy:
     """A stand-in for ``autocast`` or ``no_sync``: a function that returns a
-    context manager, and records whether it is active right now."""
+    context manager, and records whether it is active right now. In class grading it
+    runs where the learner's code does (see report.watching), and what it recorded
+    comes back."""
+
+    gptcore_in_kernel = True
 
     def __init__(self) -> None:
         self.active = False
@@ -88,16 +92,36 @@ class Spy:
 
 
 class Recorder:
-    """Hooks on a model: per forward pass (mode, grad enabled, spies active), per backward."""
+    """Hooks on a model: per forward pass (mode, grad enabled, spies active), per backward.
+
+    In class grading the model and this recorder go to the learner's process together
+    (the forward hook with the model; the gradient hook is added again there, since a
+    copied parameter loses its hooks), record there, and the records come back (see
+    report.watching)."""
+
+    gptcore_in_kernel = True
 
     def __init__(self, model: nn.Module, autocast: Spy | None, no_sync: Spy | None) -> None:
         self.forwards: list[dict[str, bool]] = []
         self.backwards: list[dict[str, bool]] = []
         self._autocast, self._no_sync = autocast, no_sync
         self._handles = [model.register_forward_pre_hook(self._on_forward)]
-        # ln_f's gain is used by every forward and is not tied to anything: its
-        # gradient hook fires exactly once per backward pass.
-        self._handles.append(model.transformer.ln_f.weight.register_hook(self._on_backward))
+        # ln_f's gain is used by every forward and is not tied to anything: its gradient
+        # hook fires exactly once per backward pass, however many forwards it sums.
+        self._hook_gain(model)
+
+    def _hook_gain(self, model: nn.Module) -> None:
+        gain = model.transformer.ln_f.weight
+        if getattr(self, "_hooked", None) is not gain:
+            self._hooked = gain
+            self._handles.append(gain.register_hook(self._on_backward))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copied parameter loses its hooks: the copy hooks it again at its first forward.
+        return {k: v for k, v in vars(self).items() if k not in ("_hooked", "_handles")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, _handles=[])
 
     def _state(self) -> dict[str, bool]:
         return {
@@ -106,6 +130,7 @@ class Recorder:
         }
 
     def _on_forward(self, module: nn.Module, args: Any) -> None:
+        self._hook_gain(module)
         self.forwards.append(
             {"training": module.training, "grad": torch.is_grad_enabled(), **self._state()}
         )
