@@ -73,7 +73,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["ChannelError", "Peer", "Remote", "RemoteGlobals", "names_used"]
+__all__ = ["ChannelError", "Peer", "Remote", "RemoteGlobals", "names_used", "tensors_in"]
 
 MAX_MESSAGE = 512 << 20  # bytes: the kernel cannot make the runner hold more
 MAX_DEPTH = 48  # nesting of containers in one value
@@ -683,13 +683,13 @@ class Peer:
         if type(args) is not tuple or type(kwargs) is not dict or type(names) is not list:
             raise ChannelError("a malformed forward")
         result, wb = self._call(module, args, kwargs, {**msg, "grad": True}, dec, enc)
-        outs = [t for t in _tensors_in(result) if t.requires_grad]
+        outs = [t for t in tensors_in(result) if t.requires_grad]
         if not outs or torch is None:
             return {"o": result, "g": None}, wb
         params = dict(module.named_parameters(remove_duplicate=False))
-        inputs = [t for t in _tensors_in((args, kwargs)) if t.requires_grad]
+        inputs = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
         inputs += [params[n] for n in names if n in params]
-        if len(inputs) != len(names) + sum(1 for t in _tensors_in((args, kwargs)) if t.requires_grad):
+        if len(inputs) != len(names) + sum(1 for t in tensors_in((args, kwargs)) if t.requires_grad):
             raise ChannelError("the module's parameters changed names during the call")
         gid = max(self.graphs, default=0) + 1
         self.graphs[gid] = (outs, inputs)
@@ -858,7 +858,7 @@ def _mirror_target(root: Any, kind: Any, path: Any) -> Any:
     raise ChannelError("a reference to no module")
 
 
-def _tensors_in(v: Any, depth: int = 0) -> list[Any]:
+def tensors_in(v: Any, depth: int = 0) -> list[Any]:
     """The tensors in a value, in order (tuples, lists and dict values looked into)."""
     torch = _torch()
     if torch is not None and isinstance(v, torch.Tensor):
@@ -866,9 +866,9 @@ def _tensors_in(v: Any, depth: int = 0) -> list[Any]:
     if depth > MAX_DEPTH:
         return []
     if type(v) in (tuple, list):
-        return [t for x in v for t in _tensors_in(x, depth + 1)]
+        return [t for x in v for t in tensors_in(x, depth + 1)]
     if type(v) is dict:
-        return [t for x in v.values() for t in _tensors_in(x, depth + 1)]
+        return [t for x in v.values() for t in tensors_in(x, depth + 1)]
     return []
 
 

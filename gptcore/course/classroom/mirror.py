@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .channel import ChannelError, _tensors_in
+from .channel import ChannelError, tensors_in
 
 __all__ = ["build", "rebuild"]
 
@@ -52,14 +52,14 @@ class Mirror(nn.Module):
         peer = self._gptcore_at[0]
         params = dict(_unique_params(self))  # named from this sub-module, as the kernel's
         names = [n for n, p in params.items() if p.requires_grad]
-        needs = [t for t in _tensors_in((args, kwargs)) if t.requires_grad]
+        needs = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
         if not torch.is_grad_enabled() or not (names or needs):
             return peer.request("call", self, args, kwargs)
         answer = peer.request("fwd", self, args, kwargs, names)
         if type(answer) is not dict or "o" not in answer:
             raise ChannelError("a malformed forward")
         out, gid = answer["o"], answer.get("g")
-        leaves = _tensors_in(out)
+        leaves = tensors_in(out)
         diff = [t.requires_grad for t in leaves]
         if gid is None or not any(diff):
             return _rebuild(out, iter([t.detach() for t in leaves]))
@@ -104,7 +104,7 @@ class _KernelGraph(torch.autograd.Function):
 
 
 def _rebuild(v: Any, tensors: Any) -> Any:
-    """``v`` with its tensors (in ``channel._tensors_in`` order) replaced from ``tensors``."""
+    """``v`` with its tensors (in ``channel.tensors_in`` order) replaced from ``tensors``."""
     if isinstance(v, torch.Tensor):
         return next(tensors)
     if type(v) in (tuple, list):
