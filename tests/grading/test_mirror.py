@@ -11,6 +11,9 @@ the runner, and a kernel that sends a change that does not fit is refused.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,6 +68,13 @@ def train_step(model, optimizer, x, y):
 def sgd_by_hand(model, lr):
     for p in model.parameters():
         p.data -= lr * p.data.sign()  # .data: no version bump, still seen
+
+def grow(model):
+    model.extra = nn.Linear(4, 2)  # a new sub-module: the layout changes
+    return len(list(model.parameters()))
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 def is_training(module):
     return [m.training for m in module.modules()]
@@ -160,6 +170,143 @@ def test_changes_go_both_ways():
     assert names["total"](mirror) == sum(p.numel() for p in mirror.parameters())
     assert names["total"](mirror.blocks[1]) == 16  # a sub-module, the student's own
     k.end()
+
+
+def test_a_new_layout_comes_with_every_value():
+    """The student's code adds a sub-module: the mirror is rebuilt, and holds the values of
+    the parameters that did not change as well as the new ones."""
+    k, names, mirror, _ = _pair(6)
+    assert names["grow"](mirror) == 6  # 4 (emb and head tied) and the new 2
+    assert isinstance(mirror.extra, nn.Linear)
+    theirs = names["weights"](mirror)
+    ours = dict(mirror.named_parameters())
+    assert list(ours) == list(theirs)
+    for n, t in theirs.items():
+        assert torch.equal(ours[n].detach(), t), n
+    k.end()
+
+
+def _headers(monkeypatch) -> list[dict]:
+    """The headers of the runner's messages from now on."""
+    seen: list[dict] = []
+    real = channel._Encoder.finish
+
+    def finish(self, header):
+        blob = real(self, header)
+        if self.peer.trusted:
+            seen.append(dict(header))
+        return blob
+
+    monkeypatch.setattr(channel._Encoder, "finish", finish)
+    return seen
+
+
+def test_an_optimizer_is_sent_once_then_kept_until_it_changes_here(monkeypatch):
+    """A training loop passes the same optimizer again and again: the kernel keeps its copy
+    and gets only its number, until the runner's copy changes (a hyperparameter, its state),
+    which sends a new copy. The numbers stay those of one process throughout."""
+    k, names, mirror, local = _pair(7)
+    opt = torch.optim.AdamW(mirror.parameters(), lr=0.05)
+    ref_opt = torch.optim.AdamW(local.parameters(), lr=0.05)
+    step = _local()["train_step"]
+    gen = torch.Generator().manual_seed(8)
+    headers = _headers(monkeypatch)
+
+    def both():
+        x, y = torch.randint(7, (2, 3), generator=gen), torch.randint(7, (2, 3), generator=gen)
+        assert names["train_step"](mirror, opt, x, y) == pytest.approx(step(local, ref_opt, x, y), rel=1e-5)
+        return [h for h in headers if h.get("op") == "call"][-1]
+
+    first = both()
+    assert "kn" in first and "kp" not in first and "pk" in first  # the copy, pickled
+    second = both()
+    assert "kp" in second and "kn" not in second  # the kept copy, by number
+    for g in (opt, ref_opt):  # a change here: a new copy, with it
+        g.param_groups[0]["lr"] = 0.2
+    assert "kn" in both()
+    assert "kp" in both()
+    for g in (opt, ref_opt):
+        for st in g.state.values():
+            st["exp_avg"].mul_(0.5)  # in place: the version tells
+    assert "kn" in both()
+    for p, q in zip(mirror.parameters(), local.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert opt.state_dict()["state"][0]["step"] == ref_opt.state_dict()["state"][0]["step"] == 5
+    k.end()
+
+
+def test_the_random_state_goes_with_the_call_that_takes_it_on(monkeypatch):
+    """A check seeds, reads an attribute of the student's function (a request the kernel
+    takes no random state with), then calls it: the seed must go with the call. (Both ends
+    share one random state in this test's threads; what is asserted is what is sent.)"""
+    k, names = kernel_with("def f():\n    return 1\n")
+    headers = _headers(monkeypatch)
+    torch.manual_seed(123)
+    assert names["f"].__name__ == "f"
+    with pytest.raises(AttributeError):
+        names["f"].gptcore_drives  # noqa: B018  (a request: getattr)
+    assert names["f"]() == 1
+    ops = [(h["op"], "rng" in h) for h in headers]
+    assert ops == [("getattr", False), ("call", True)]
+    k.end()
+
+
+@report.drives
+def _steps(step, model, optimizer, xs, ys):
+    """A training loop of a check's (see report.drives): runs where the model is."""
+    return [step(model, optimizer, x, y) for x, y in zip(xs, ys)]
+
+
+def test_a_loop_marked_drives_runs_in_the_kernel_in_one_round_trip():
+    k, names, mirror, local = _pair(9)
+    opt = torch.optim.AdamW(mirror.parameters(), lr=0.05)
+    ref_opt = torch.optim.AdamW(local.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(10)
+    xs, ys = torch.randint(7, (5, 2, 3), generator=gen), torch.randint(7, (5, 2, 3), generator=gen)
+    sent = k.runner._next_msg
+    got = report.call(_steps, names["train_step"], mirror, opt, xs, ys, where="5 steps")
+    assert k.runner._next_msg - sent == 1
+    want = report.call(_steps, _local()["train_step"], local, ref_opt, xs, ys)  # here: no kernel
+    assert type(got) is list and got == pytest.approx(want, rel=1e-5) and len(got) == 5
+    for p, q in zip(mirror.parameters(), local.parameters()):
+        assert torch.allclose(p, q, atol=1e-5)
+    assert opt.state_dict()["state"][0]["step"] == 5  # the kernel's steps, back in ours
+    k.end()
+
+
+def test_overfitting_trains_what_the_students_model_calls_its_parameters():
+    """The overfitting check's loop runs in the kernel: a model whose parameters() leaves out
+    its weights cannot train, there as in one process (its mirror's parameters() would list
+    them all)."""
+    k, names = kernel_with(
+        "import torch\nfrom torch import nn\nfrom gptcore.model import GPT\n"
+        "class StuckGPT(GPT):\n"
+        "    def __init__(self, config):\n"
+        "        super().__init__(config)\n"
+        "        self.scale = nn.Parameter(torch.ones(()))\n"
+        "    def parameters(self, recurse=True):\n"
+        "        yield self.scale\n"
+        "    def forward(self, idx, targets=None):\n"
+        "        logits, loss = super().forward(idx, targets)\n"
+        "        return logits, (loss * self.scale if loss is not None else None)\n"
+    )
+    with pytest.raises(AssertionError, match="did not overfit one batch"):
+        gpt.overfit_one_batch(names["StuckGPT"])
+    k.end()
+
+
+def test_the_checks_never_change_a_tensor_through_data():
+    """The runner's end of a mirror sees its tensors change by their version counters
+    (channel._Sync, by_version), which ``.data`` would bypass: no check uses it."""
+    root = Path(report.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "data":
+                if not (isinstance(node.value, ast.Name) and node.value.id == "gptcore"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []
+    assert len(list(root.rglob("*.py"))) > 20
 
 
 def test_a_change_that_does_not_fit_is_refused(monkeypatch):

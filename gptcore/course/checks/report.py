@@ -29,6 +29,7 @@ import functools
 import io
 import sys
 import sysconfig
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "check",
     "describe_call",
     "diagnose",
+    "drives",
     "fail",
     "first_difference",
     "hint",
@@ -239,9 +241,13 @@ def call(
     name = name or getattr(fn, "__name__", "your function")
     where = where or describe_call(name, *args, **(kwargs or {}))
     passed_args, originals = zip(*(_copy(a) for a in args)) if args else ((), ())
+    run = _where_the_learner_is(fn, passed_args)
     try:
         with _holding_warnings(where) as notes:
-            result = fn(*passed_args, **(kwargs or {}))
+            if run is not None:
+                result = run(fn, passed_args, dict(kwargs or {}))
+            else:
+                result = fn(*passed_args, **(kwargs or {}))
     except NotWritten:
         raise  # a check the learner's code called (rare), already named
     except NotImplementedError as e:
@@ -293,6 +299,36 @@ def input_only(fn: F) -> F:
     function."""
     fn.gptcore_input_only = True  # type: ignore[attr-defined]
     return fn
+
+
+def drives(fn: F) -> F:
+    """Mark ``fn``, a module-level function of the checks that drives the learner's code
+    through many calls (a training loop: batches in, the learner's ``train_step`` or
+    model called on each), as one that ``call`` runs where the learner's objects are.
+
+    In JupyterLab that is here, and nothing changes. When a class is graded, the
+    learner's functions and modules live in a kernel of their own and ``fn`` would make
+    a round trip per step; marked, ``fn`` is imported there by name and runs there, in one
+    round trip. Allowed only where what ``fn`` returns is the learner's own results
+    (losses their code computed), which their process decides anyway; the check must
+    still judge them here, against values it computes itself."""
+    fn.gptcore_input_only = True  # type: ignore[attr-defined]  (pickled by name)
+    fn.gptcore_drives = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _where_the_learner_is(fn: Any, args: tuple[Any, ...]) -> Callable[..., Any] | None:
+    """For a function marked ``drives``: how to run it where the first argument that lives
+    in the learner's kernel does (its class's ``gptcore_run``); None: run it here."""
+    # (Only our own functions are marked: the learner's are never asked, which would be a
+    # round trip to their kernel.)
+    if not (isinstance(fn, types.FunctionType) and fn.__dict__.get("gptcore_drives") is True):
+        return None
+    for a in args:
+        run = getattr(type(a), "gptcore_run", None)  # (the type's: no request to the kernel)
+        if callable(run):
+            return functools.partial(run, a)
+    return None
 
 
 # The watchers on now (see ``watching``); class grading's channel reads this list.

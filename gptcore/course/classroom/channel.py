@@ -78,6 +78,7 @@ __all__ = ["ChannelError", "Peer", "Remote", "RemoteGlobals", "names_used", "ten
 MAX_MESSAGE = 512 << 20  # bytes: the kernel cannot make the runner hold more
 MAX_DEPTH = 48  # nesting of containers in one value
 MAX_ITEMS = 1_000_000  # items of one container
+MAX_MODULES = 10_000  # sub-modules of one mirrored module
 INLINE_BYTES = 1 << 16  # tensors up to this size travel inline, bigger ones in safetensors
 BIG_ITEMS = 256  # the runner's containers this long go pickled, once (see _Encoder._big)
 REPR_CHARS = 300
@@ -177,6 +178,11 @@ class Remote:
 
     def __repr__(self) -> str:
         return str(self._info.get("r", "<remote object>"))
+
+    def gptcore_run(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call ``fn``, a function of the checks marked ``checks.report.drives``, in the
+        kernel this object lives in (``fn`` goes by name, ``args`` as for any call)."""
+        return self._peer.request("call", fn, tuple(args), dict(kwargs))
 
     def gptcore_replay(self, args: tuple[Any, ...], kwargs: dict[str, Any], times: int) -> list[Any]:
         """Call this function ``times`` times in one request, each with fresh copies of the
@@ -342,6 +348,13 @@ class Peer:
         self.graphs: dict[int, tuple[list, list]] = {}  # (the kernel's end) see "fwd"
         self.mirror_refs: dict[int, tuple[str, int, str]] = {}  # (the runner's end) id -> ref
         self.rng_given: Any = None  # (the kernel's end) the random states a call started from
+        # An optimizer the runner passes again and again (a training loop's): the kernel
+        # keeps its copy between calls, and while the runner's stays as the last call left
+        # it (_kept_key), only the copy's number travels, not a pickle of it.
+        self.kept_out: dict[int, tuple[Any, int, Any]] = {}  # (the runner's end) id -> obj, n, key
+        self.kept_drop: list[int] = []  # (the runner's end) copies the kernel may now forget
+        self.kept_in: dict[int, Any] = {}  # (the kernel's end) n -> its copy
+        self._kept_serial = 0
 
     # ------------------------------------------------------ asking the other side
     def request(self, op: str, *parts: Any) -> Any:
@@ -350,7 +363,8 @@ class Peer:
         enc = _Encoder(self)
         header: dict[str, Any] = {"op": op, "id": msg_id, "p": [enc.value(p) for p in parts]}
         if self.trusted:
-            self._add_state(header, enc)
+            if op in ("call", "repeat", "fwd"):  # (what the kernel takes on before a call only)
+                self._add_state(header, enc)
             self._sync_out(header, enc)
         _send(self.sock, header, enc.finish(header))
         while True:
@@ -362,6 +376,7 @@ class Peer:
                 raise ChannelError("a reply to a request that was not made")
             dec = _Decoder(self, blob, msg, sent=enc.pickled)
             if "err" in msg:
+                self._keep(enc, [])  # what the kernel's copies became is unknown: sent anew
                 self._sync_in(msg, dec)
                 self._rng_back(msg, dec)
                 raise _exception(msg["err"] if isinstance(msg["err"], dict) else {})
@@ -369,8 +384,9 @@ class Peer:
             self._sync_in(msg, dec)
             self._rng_back(msg, dec)
             if op in ("call", "repeat", "fwd"):
-                self._write_back(parts, msg.get("wb") or [], dec)
+                restored = self._write_back(parts, msg.get("wb") or [], dec)
                 self._watched_back(msg.get("wv"), enc, dec)
+                self._keep(enc, restored)
             return result
 
     def lookup(self, names: list[str]) -> dict[str, Any]:
@@ -388,6 +404,7 @@ class Peer:
         self.synced.clear()
         self.graphs.clear()
         self.mirror_refs.clear()
+        self.kept_out.clear()
 
     def _sync_out(self, header: dict[str, Any], enc: _Encoder) -> None:
         """What changed in the mirrored modules since the last message, into ``header``."""
@@ -410,7 +427,9 @@ class Peer:
             sync = self.synced.get(rid)
             if sync is None or type(ch) is not dict:
                 raise ChannelError("changes to a module that is not mirrored")
-            if self.trusted and "s" in ch:
+            if self.trusted and "s" in ch:  # (the kernel's copies hold the parameters it had)
+                self.kept_drop += [kept[1] for kept in self.kept_out.values()]
+                self.kept_out.clear()
                 importlib.import_module("gptcore.course.classroom.mirror").rebuild(sync.module, ch["s"])
             sync.apply(ch)
 
@@ -467,10 +486,12 @@ class Peer:
         now = torch.get_rng_state().numpy().tobytes() if torch is not None else b""
         self._sent_rng = (now, random.getstate())
 
-    def _write_back(self, parts: tuple[Any, ...], wb: list[Any], dec: _Decoder) -> None:
-        """Put what the callee did to our arguments into them (we passed copies)."""
+    def _write_back(self, parts: tuple[Any, ...], wb: list[Any], dec: _Decoder) -> list[Any]:
+        """Put what the callee did to our arguments into them (we passed copies); return
+        the copied objects whose state came back."""
+        restored: list[Any] = []
         if len(parts) < 3 or not isinstance(wb, list):
-            return
+            return restored
         args, kwargs = parts[1], parts[2]
         for item in wb[:1000]:
             if not (isinstance(item, list) and len(item) in (2, 3)):
@@ -485,10 +506,23 @@ class Peer:
             new = dec.value(raw)
             if kind:
                 _restore(target, new)
+                restored.append(target)
             elif _holds_remote(new):
                 raise ChannelError("a write-back holding the notebook's objects")
             else:
                 _assign(target, new)
+        return restored
+
+    def _keep(self, enc: _Encoder, restored: list[Any]) -> None:
+        """(the runner's end) After a call: the optimizers it sent whose state came back
+        are now the same as the kernel's copies of them, which the kernel keeps."""
+        for i, n in enc.kept.items():
+            o = enc.pickled[i]
+            if any(o is r for r in restored):
+                self.kept_out[id(o)] = (o, n, _kept_key(o))
+            else:
+                self.kept_out.pop(id(o), None)
+                self.kept_drop.append(n)
 
     # ------------------------------------------------------ answering the other side
     def serve(self) -> None:
@@ -514,6 +548,7 @@ class Peer:
                 self._proxies.clear()
                 self.synced.clear()
                 self.graphs.clear()
+                self.kept_in.clear()
                 _send(self.sock, {"re": msg_id, "ok": None})
                 return
             dec = _Decoder(self, blob, msg)
@@ -706,7 +741,9 @@ class Peer:
         outs, inputs = self.graphs[gid]
         if len(grads) != len(outs):
             raise ChannelError("a backward with the wrong number of gradients")
-        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+        # A scalar's gradient of one goes as None, which autograd fills in with ones: the
+        # same, without the import a given gradient costs the first time (a second).
+        pairs = [(o, None if _one(o, g) else g) for o, g in zip(outs, grads) if g is not None]
         wanted = [i for i, t in enumerate(inputs) if t.requires_grad]
         got = torch.autograd.grad(
             [o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
@@ -732,7 +769,7 @@ class Peer:
                 # A module of the student's: a real nn.Module here, kept in step (.mirror).
                 mirror = importlib.import_module("gptcore.course.classroom.mirror")
                 root = mirror.build(self, rid, info)
-                self.synced[rid] = _Sync(root)
+                self.synced[rid] = _Sync(root, by_version=True)
                 self._proxies[rid] = root  # type: ignore[assignment]
             else:
                 cls = _proxy_type(str(info.get("m", "")), str(info.get("q", "object")))
@@ -748,51 +785,58 @@ class _Sync:
     """A mirrored module's state as last sent or received (parameters, their gradients,
     buffers, train/eval flags), so that each message carries only what changed. The
     same on both ends: the kernel's module is the student's, the runner's its mirror.
-    Compared by value: ``p.data -= ...`` changes a parameter without a version bump."""
+    The kernel's end compares by value: ``p.data -= ...`` in the student's code changes
+    a parameter without a version bump. The runner's end compares tensors by object and
+    version (``by_version``): only the checks change its mirrors, and never through
+    ``.data`` (tests/grading/test_mirror.py holds the checks to that)."""
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, by_version: bool = False) -> None:
         self.module = module
+        self.by_version = by_version
         self.seen: dict[tuple[str, str], Any] = {}
         self.shape: Any = None
 
-    def _now(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        m, params, firsts = self.module, {}, set()
-        for n, p in m.named_parameters(remove_duplicate=False):
-            if id(p) not in firsts:  # a tied parameter goes once, by its first name
-                firsts.add(id(p))
-                params[n] = p
-        buffers = dict(m.named_buffers(remove_duplicate=False))
-        modules = dict(m.named_modules(remove_duplicate=False))
-        return params, buffers, modules
-
     def changes(self, shape: bool) -> dict[str, Any]:
-        params, buffers, modules = self._now()
+        walk = _Walk(self.module)
         out: dict[str, Any] = {}
         if shape:  # (the kernel's end) the module's layout, when it changed
-            info = _module_info(self.module)
+            info = walk.info()
             if info != self.shape:
                 out["s"] = self.shape = info
-        for n, p in params.items():
-            self._diff(out, "p", n, p.detach())
-            self._diff(out, "g", n, None if p.grad is None else p.grad.detach())
-        for n, b in buffers.items():
-            self._diff(out, "b", n, b.detach())
-        for n, m in modules.items():
+                self.seen.clear()  # the rebuilt mirror's values: every one of them
+        for n, p in walk.params.items():
+            self._diff(out, "p", n, p.detach(), p)
+            self._diff(out, "g", n, None if p.grad is None else p.grad.detach(), p.grad)
+        for n, b in walk.buffers.items():
+            self._diff(out, "b", n, b.detach(), b)
+        for n, m in walk.modules:
             if self.seen.get(("t", n), _UNSEEN) is not bool(m.training):
                 self.seen[("t", n)] = bool(m.training)
                 out.setdefault("t", {})[n] = bool(m.training)
         return out
 
-    def _diff(self, out: dict[str, Any], kind: str, name: str, value: Any) -> None:
+    def _seen(self, value: Any, obj: Any) -> Any:
+        if value is None:
+            return None
+        return (obj, obj._version) if self.by_version else value.clone()
+
+    def _diff(self, out: dict[str, Any], kind: str, name: str, value: Any, obj: Any) -> None:
         old = self.seen.get((kind, name), _UNSEEN)
-        if old is not _UNSEEN and _equal(old, value):
-            return
-        self.seen[(kind, name)] = None if value is None else value.clone()
+        if old is not _UNSEEN:
+            if self.by_version:
+                if (old is None and obj is None) or (
+                    old is not None and old[0] is obj and old[1] == obj._version
+                ):
+                    return
+            elif _equal(old, value):
+                return
+        self.seen[(kind, name)] = self._seen(value, obj)
         out.setdefault(kind, {})[name] = value
 
     def apply(self, ch: dict[str, Any]) -> None:
         torch = _torch()
-        params, buffers, modules = self._now()
+        walk = _Walk(self.module)
+        params, buffers, modules = walk.params, walk.buffers, dict(walk.modules)
         with torch.no_grad():
             for kind, where in (("p", params), ("b", buffers), ("g", params)):
                 for n, t in dict(ch.get(kind) or {}).items():
@@ -801,13 +845,73 @@ class _Sync:
                         raise ChannelError(f"a change to {n!r} that does not fit the module")
                     if kind == "g":
                         target.grad = None if t is None else t.clone()
+                        self.seen[(kind, n)] = self._seen(target.grad, target.grad)
                     else:
                         target.copy_(t)
-                    self.seen[(kind, n)] = None if t is None else t.clone()
+                        self.seen[(kind, n)] = self._seen(t, target)
         for n, flag in dict(ch.get("t") or {}).items():
             if n not in modules or type(flag) is not bool:
                 raise ChannelError("a train/eval flag of no sub-module")
             modules[n].training = self.seen[("t", n)] = flag
+
+
+class _Walk:
+    """One pass over a module's tree, in ``named_modules`` order: its sub-modules, its
+    parameters (each tied one once, by its first name), its buffers, and its layout
+    (``info``). One pass instead of one per ``named_*`` call: this runs for every
+    mirrored module with every message."""
+
+    def __init__(self, root: Any) -> None:
+        self.modules: list[tuple[str, Any]] = []
+        stack = [("", root)]
+        while stack and len(self.modules) < MAX_MODULES:
+            path, m = stack.pop()
+            self.modules.append((path, m))
+            children = [(f"{path}.{n}" if path else n, c) for n, c in m._modules.items() if c is not None]
+            stack.extend(reversed(children))
+        self.params: dict[str, Any] = {}  # first name -> parameter
+        self._params: list[list[Any]] = []
+        self.buffers: dict[str, Any] = {}
+        self._buffers: list[list[Any]] = []
+        firsts: dict[int, str] = {}
+        for path, m in self.modules:
+            for n, p in m._parameters.items():
+                if p is None:
+                    continue
+                full = f"{path}.{n}" if path else n
+                first = firsts.setdefault(id(p), full)
+                if first == full:
+                    self.params[full] = p
+                self._params.append([full, first, p])
+            for n, b in m._buffers.items():
+                if b is not None:
+                    full = f"{path}.{n}" if path else n
+                    self.buffers[full] = b
+                    self._buffers.append([full, b, n not in m._non_persistent_buffers_set])
+
+    def info(self) -> dict[str, Any]:
+        """The layout, for a mirror: the sub-modules (path, class), the parameters (name,
+        the first name of the one it is tied to, shape, dtype, whether it trains) and the
+        buffers (name, shape, dtype, whether state_dict holds it)."""
+        mods = [[p, type(s).__module__, type(s).__qualname__] for p, s in self.modules]
+        params = [
+            [n, first, list(p.shape), str(p.dtype).removeprefix("torch."), bool(p.requires_grad)]
+            for n, first, p in self._params
+        ]
+        buffers = [
+            [n, list(b.shape), str(b.dtype).removeprefix("torch."), persistent]
+            for n, b, persistent in self._buffers
+        ]
+        return {"mods": mods, "params": params[:100_000], "buffers": buffers[:100_000]}
+
+
+def _one(out: Any, grad: Any) -> bool:
+    """``grad`` is the gradient ``backward()`` gives a scalar ``out`` by default."""
+    torch = _torch()
+    return (
+        isinstance(grad, torch.Tensor) and out.numel() == 1 and grad.shape == out.shape
+        and grad.dtype == out.dtype and not grad.requires_grad and bool(grad.eq(1).all())
+    )  # fmt: skip
 
 
 def _fits(t: Any, target: Any) -> bool:
@@ -822,23 +926,8 @@ def _equal(a: Any, b: Any) -> bool:
 
 
 def _module_info(m: Any) -> dict[str, Any]:
-    """A module's layout, for its mirror: the sub-modules (path, class), the parameters
-    (name, the first name of the one it is tied to, shape, dtype, whether it trains) and
-    the buffers (name, shape, dtype, whether state_dict holds it)."""
-    mods = [[p, type(s).__module__, type(s).__qualname__] for p, s in m.named_modules(remove_duplicate=False)]
-    firsts: dict[int, str] = {}
-    params = []
-    for n, p in m.named_parameters(remove_duplicate=False):
-        first = firsts.setdefault(id(p), n)
-        params.append([n, first, list(p.shape), str(p.dtype).removeprefix("torch."), bool(p.requires_grad)])
-    buffers = []
-    for path, s in m.named_modules(remove_duplicate=False):
-        for n, b in s._buffers.items():
-            if b is not None:
-                persistent = n not in s._non_persistent_buffers_set
-                full = f"{path}.{n}" if path else n
-                buffers.append([full, list(b.shape), str(b.dtype).removeprefix("torch."), persistent])
-    return {"mods": mods[:10_000], "params": params[:100_000], "buffers": buffers[:100_000]}
+    """A module's layout, for its mirror (see ``_Walk.info``)."""
+    return _Walk(m).info()
 
 
 def _mirror_target(root: Any, kind: Any, path: Any) -> Any:
@@ -1059,6 +1148,36 @@ def _holds_remote(v: Any, depth: int = 0) -> bool:
     return False
 
 
+def _kept_key(opt: Any) -> Any:
+    """(the runner's end) What an optimizer is now, cheaply: its hyperparameters, which
+    parameters it updates, and its state tensors as objects at a version (a check that
+    changes the state, in place or not, changes the key)."""
+    groups = tuple(
+        tuple(sorted((k, tuple(map(id, v)) if k == "params" else repr(v)) for k, v in g.items()))
+        for g in opt.param_groups
+    )
+    torch = _torch()
+    state = tuple(
+        (id(p), k, _Same(t) if isinstance(t, torch.Tensor) else repr(t))
+        for p, st in opt.state.items()
+        for k, t in st.items()
+    )
+    return groups, state
+
+
+class _Same:
+    """A tensor in a key: equal to another only if the same object at the same version
+    (and held, so that its id is not given to another)."""
+
+    def __init__(self, t: Any) -> None:
+        self.t, self.version = t, t._version
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.t is self.t and other.version == self.version
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def _called_back(v: Any) -> bool:
     """Which of the runner's objects the kernel gets as a handle to call (functions, spies);
     every other one goes as a copy (modules, optimizers, caches, tokenizers). A function
@@ -1092,6 +1211,8 @@ class _Encoder:
         self.big: dict[str, str] = {}  # (the runner's end) digest -> pickle, first sending
         self.ints: tuple[int, list[int]] | None = None  # (see _ints)
         self.in_kernel: list[Any] = []  # objects marked to run in the kernel, in the copies
+        self.kept: dict[int, int] = {}  # (the runner's end) place in .pickled -> kept copy's n
+        self.reused: dict[int, int] = {}  # (the runner's end) id -> n, the kernel's copy used
 
     def _big(self, v: Any) -> dict[str, Any]:
         """A big container of the runner's (GPT-2's 50,000 merges, a million token ids):
@@ -1128,14 +1249,37 @@ class _Encoder:
             self.peer.ints_out = self.ints
         if self.big:
             header["big"] = self.big
+        peer = self.peer
+        if peer.kept_drop:
+            header["kd"], peer.kept_drop = peer.kept_drop, []
         if self.pickled:
+            torch = _torch()
+            copies: list[Any] = []
+            for i, o in enumerate(self.pickled):
+                kept = peer.kept_out.get(id(o))
+                if kept is not None and kept[0] is o and kept[2] == _kept_key(o):
+                    self.kept[i] = kept[1]  # the kernel's copy is as this one: its number
+                    self.reused[id(o)] = kept[1]
+                    header.setdefault("kp", []).append([i, kept[1]])
+                    copies.append(None)
+                    continue
+                if kept is not None:  # changed here since: a new copy
+                    del peer.kept_out[id(o)]
+                    header.setdefault("kd", []).append(kept[1])
+                if torch is not None and isinstance(o, torch.optim.Optimizer) and all(
+                    id(p) in peer.mirror_refs for g in o.param_groups for p in g["params"]
+                ):  # (one over the runner's own modules would update last call's copies)
+                    peer._kept_serial += 1
+                    self.kept[i] = peer._kept_serial
+                    header.setdefault("kn", []).append([i, peer._kept_serial])
+                copies.append(o)
             buf = io.BytesIO()
             pickler = _Pickler(buf, self)
-            pickler.dump(self.pickled)
+            pickler.dump(copies)
             if pickler.in_kernel:  # listed too, so that the kernel can say what became of them
                 self.in_kernel = pickler.in_kernel
                 buf = io.BytesIO()
-                _Pickler(buf, self).dump(self.pickled + self.in_kernel)
+                _Pickler(buf, self).dump(copies + self.in_kernel)
             header["pk"] = base64.b64encode(buf.getvalue()).decode()
         return self.blob()
 
@@ -1266,6 +1410,8 @@ class _Pickler(pickle.Pickler):
         ref = self.enc.peer.mirror_refs.get(id(obj))
         if ref is not None:  # a mirror's parameter in an optimizer: the student's own there
             return ("m", *ref)
+        if id(obj) in self.enc.reused:  # inside another copy, an optimizer the kernel keeps
+            return ("k", self.enc.reused[id(obj)])
         if any(obj is o for o in self.enc.pickled):
             return None
         if getattr(type(obj), "gptcore_in_kernel", False) is True:
@@ -1339,6 +1485,10 @@ class _Unpickler(pickle.Unpickler):
             return self.peer.objects[pid[1]]
         if pid[0] == "m":
             return _mirror_target(self.peer.objects.get(pid[2]), pid[1], pid[3])
+        if pid[0] == "k":
+            if pid[1] not in self.peer.kept_in:
+                raise ChannelError("a copy this side does not keep")
+            return self.peer.kept_in[pid[1]]
         return self.peer.proxy(pid[1], pid[2])
 
 
@@ -1371,6 +1521,14 @@ class _Decoder:
                 raise ChannelError("the runner never unpickles what the kernel sends")
             raw = io.BytesIO(base64.b64decode(str(header["pk"])))
             self.unpickled = _Unpickler(raw, peer).load()
+            for i, n in header.get("kp") or []:  # copies this side kept from earlier calls
+                if n not in peer.kept_in:
+                    raise ChannelError("a copy this side does not keep")
+                self.unpickled[i] = peer.kept_in[n]
+            for i, n in header.get("kn") or []:
+                peer.kept_in[n] = self.unpickled[i]
+        for n in header.get("kd") or [] if not peer.trusted else []:
+            peer.kept_in.pop(n, None)
 
     def _tensor(self, key: Any) -> Any:
         if type(key) is dict:

@@ -69,6 +69,11 @@ class Mirror(nn.Module):
             linked = (linked,)
         return _rebuild(out, iter(linked))
 
+    def gptcore_run(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call ``fn`` (marked ``checks.report.drives``) in the kernel, where the student's
+        module is (see ``channel.Remote.gptcore_run``)."""
+        return self._gptcore_at[0].request("call", fn, tuple(args), dict(kwargs))
+
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)

@@ -91,6 +91,7 @@ def zygote_main() -> int:
     from . import trusted  # noqa: F401  (what every child runs, loaded once)
 
     _warm(ns)
+    _warm_torch()
     why = _threads()
     ctrl.sendall(json.dumps({"ready": not why, "why": why}).encode())
     if why:
@@ -138,6 +139,27 @@ def _warm(ns: dict[str, Any]) -> None:
                 warm()
             except Exception as e:  # a cell that needs it builds it, and fails there
                 print(f"trusted runner zygote: {name}.warm() failed: {e}", file=sys.stderr)
+
+
+def _warm_torch() -> None:
+    """PyTorch's lazy imports, made here once rather than in every runner: an optimizer's
+    first step() imports torch._dynamo, a backward with a given gradient the symbolic
+    shapes, gradient clipping the distributed tensors (seconds, per student, in the
+    lessons that train)."""
+    if "torch" not in sys.modules:
+        return
+    import torch
+
+    try:  # (what a check's reference training step does, on a 3-number model)
+        p = torch.nn.Parameter(torch.ones(3))
+        for opt in (torch.optim.SGD([p], lr=0.1), torch.optim.AdamW([p], lr=0.1)):
+            (p * 2).sum().backward()
+            torch.nn.utils.clip_grad_norm_([p], 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        torch.autograd.grad((p * 2).sum(), p, torch.ones(()))
+    except Exception as e:  # a runner that needs it imports it, or fails, there
+        print(f"trusted runner zygote: warming up PyTorch failed: {e}", file=sys.stderr)
 
 
 def _threads() -> str:

@@ -21,7 +21,7 @@ from gptcore.ngram import NGramModel
 from gptcore.tokenizer import CharTokenizer
 from gptcore.train import get_batch
 
-from ..report import call, check, describe_call, fail, passed, show, type_name
+from ..report import call, check, describe_call, drives, fail, passed, show, type_name
 from ..tensors import check_tensor, compare
 from . import mistakes as known
 from .training import train_step
@@ -227,6 +227,29 @@ def _count_bigram_val_loss(train: list[int], val: torch.Tensor, V: int, k: float
     return float(-probs[val[:-1], val[1:]].log().mean())
 
 
+@drives
+def _train(
+    step_fn: Callable[..., float],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    block_size: int,
+    gen: torch.Generator,
+) -> list[object]:
+    """``steps`` calls of the learner's ``step_fn`` on batches of ``train``: what each
+    returned, up to the first that is not a finite float."""
+    losses: list[object] = []
+    for _ in range(steps):
+        x, y = get_batch(train, batch_size, block_size, gen)  # (B, T) each
+        loss = step_fn(model, optimizer, x, y)
+        losses.append(loss)
+        if not isinstance(loss, float) or not math.isfinite(loss):
+            break
+    return losses
+
+
 @check(uses={"NeuralBigram": neural_bigram, "train_step": train_step})
 def bigram_matches_counts(
     cls: Callable[[int], nn.Module],
@@ -260,14 +283,19 @@ def bigram_matches_counts(
     model = call(cls, V, name=name, where=f"{name}({V})", error_hints=_construct_hint)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    for step in range(steps):
-        x, y = get_batch(train, batch_size, block_size, gen)
-        loss = call(step_fn, model, optimizer, x, y, name="train_step",
-                    where=f"train_step at step {step}")  # fmt: skip
+    losses = call(
+        _train, step_fn, model, optimizer, train, steps, batch_size, block_size, gen,
+        name="train_step", where=f"train_step, in a loop of {steps} steps",
+    )  # fmt: skip
+    if type(losses) is not list or len(losses) > steps:
+        fail(f"the training loop came back with {show(losses)}, not a list of losses.")
+    for step, loss in enumerate(losses):
         if not isinstance(loss, float) or not math.isfinite(loss):
             fail(
                 f"train_step returned {show(loss)} at step {step}; run the train_step test above first."
             )
+    if len(losses) != steps:
+        fail(f"the training loop stopped after {len(losses)} of {steps} steps.")
     with torch.no_grad():
         logits, _ = model(val[None, :-1], val[None, 1:])
         if not isinstance(logits, torch.Tensor) or logits.shape != (1, len(val) - 1, V):

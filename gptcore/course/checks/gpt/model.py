@@ -15,7 +15,7 @@ from torch import nn
 from gptcore.model.config import GPTConfig
 from gptcore.model.gpt import GPT
 
-from ..report import Mistakes, check, fail, passed, show, type_name
+from ..report import Mistakes, call, check, drives, fail, passed, show, type_name
 from ..tensors import generator, recognise, seeded
 from .blocks import block, layer_norm, mlp
 from .common import (
@@ -360,6 +360,21 @@ def _overfit_hint(model: nn.Module, config: GPTConfig, x: torch.Tensor, y: torch
     )
 
 
+@drives
+def _overfit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    """``steps`` AdamW steps (lr 3e-3, no weight decay) of ``model`` on the batch (x, y),
+    gptcore.train.train_step spelled out; the last loss."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    last = float("nan")
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        last = float(loss.detach())
+    return last
+
+
 @check(uses=PARTS)
 def overfit_one_batch(
     GPTClass: Callable[..., nn.Module],
@@ -383,14 +398,10 @@ def overfit_one_batch(
             first = _check_fresh_loss(model, config, logits, loss, y, where)
             loss.backward()
             _check_gradients(model, where)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-            last = first
-            for _ in range(steps):  # gptcore.train.train_step, spelled out
-                optimizer.zero_grad(set_to_none=True)
-                _, loss = model(x, y)
-                loss.backward()
-                optimizer.step()
-                last = float(loss.detach())
+            last = call(_overfit, model, x, y, steps, name="your GPT",
+                        where=f"{where}, trained {steps} steps on one batch")  # fmt: skip
+            if not isinstance(last, float):
+                fail(f"{where}'s loss after {steps} steps is {show(last)}, not a number.")
             if not last < 0.5:
                 fail(
                     f"{where} did not overfit one batch: after {steps} AdamW steps (lr 3e-3) on "

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from gptcore.train import lr_at as _ref_lr_at
 
-from ..report import call, check, diagnose, passed, wrong
+from ..report import call, check, diagnose, drives, fail, passed, show, wrong
 from ..values import close
 from .models import check_plain_float
 
@@ -191,17 +191,35 @@ def _near(a: float, b: float) -> bool:
     return close(a, b, rtol=1e-6, atol=1e-12)
 
 
+@drives
+def _curve(lr_at: Callable[..., float], steps: list[int], kw: dict[str, float]) -> list[object]:
+    """``lr_at(step, **kw)`` for each step, up to the first that raises."""
+    values: list[object] = []
+    for step in steps:
+        try:
+            values.append(lr_at(step, **kw))
+        except Exception:
+            break
+    return values
+
+
 def _check_lr_config(
     lr_at: Callable[..., float], lr: float, min_lr: float, w: int, d: int, steps: list[int]
 ) -> None:
     kw = dict(lr=lr, min_lr=min_lr, warmup_iters=w, decay_iters=d)
     args = ", ".join(f"{k}={v!r}" for k, v in kw.items())
     got: dict[int, float] = {}
-    for step in steps:
+    values = call(_curve, lr_at, steps, kw, name="lr_at", where=f"lr_at(step, {args})")
+    if type(values) is not list or len(values) > len(steps):
+        fail(f"lr_at's values came back as {show(values)}, not a list.")
+    for i, step in enumerate(steps):
         where = f"lr_at({step}, {args})"
-        value = call(
-            lambda s: lr_at(s, **kw), step, name="lr_at", where=where, error_hints=_LR_ERRORS
-        )
+        if i < len(values):
+            value = values[i]
+        else:  # it raised here: again, one call, for the message that names the step
+            value = call(
+                lambda s: lr_at(s, **kw), step, name="lr_at", where=where, error_hints=_LR_ERRORS
+            )
         got[step] = check_plain_float(value, f"the result of {where}")
     for step in steps:
         expected = _ref(step, lr, min_lr, w, d)
