@@ -16,6 +16,11 @@ lessons read alike:
   as notes after the ✓ line (or end the failure message), and a failure caused
   by a wrong earlier exercise names it first (``uses={"merge": bpe_merge}``).
 
+When a class is graded the learner's code runs in a kernel of its own; a
+check's own function that must run beside it is marked: ``input_only`` (it
+only feeds the learner's code inputs) or ``drives`` (a training loop over the
+learner's code: one round trip instead of one per step).
+
 Known mistakes are recognised with ``diagnose``: a table of hints, each with
 the answer (or a function computing the answer) a function with that mistake
 would have returned.

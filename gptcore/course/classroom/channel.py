@@ -41,6 +41,9 @@ Semantics kept from running in one process, so that a check reads the same:
   every call from the runner, so that a seeded check draws the same numbers,
   and the states the student's code left come back;
 - a generator argument arrives as a generator (of the items it gives);
+- an optimizer passed to call after call (a training loop's) is kept by the
+  kernel: after the first call only its number travels, while the runner's
+  copy stays as the last call left it (``_kept_key``);
 - the watchers a check has on (``checks.report.watching``: how the student's
   code works, which no result shows) and the runner's objects marked
   ``gptcore_in_kernel`` (a spy, a recorder of hooks) are copied into the
@@ -722,10 +725,10 @@ class Peer:
         if not outs or torch is None:
             return {"o": result, "g": None}, wb
         params = dict(module.named_parameters(remove_duplicate=False))
-        inputs = [t for t in tensors_in((args, kwargs)) if t.requires_grad]
-        inputs += [params[n] for n in names if n in params]
-        if len(inputs) != len(names) + sum(1 for t in tensors_in((args, kwargs)) if t.requires_grad):
+        found = [params[n] for n in names if n in params]
+        if len(found) != len(names):
             raise ChannelError("the module's parameters changed names during the call")
+        inputs = [t for t in tensors_in((args, kwargs)) if t.requires_grad] + found
         gid = max(self.graphs, default=0) + 1
         self.graphs[gid] = (outs, inputs)
         for old in sorted(self.graphs)[:-8]:  # the few latest: a check backpropagates at once
