@@ -1530,8 +1530,9 @@ class _Decoder:
                 self.unpickled[i] = peer.kept_in[n]
             for i, n in header.get("kn") or []:
                 peer.kept_in[n] = self.unpickled[i]
-        for n in header.get("kd") or [] if not peer.trusted else []:
-            peer.kept_in.pop(n, None)
+        if not peer.trusted:  # copies the runner says it will not name again
+            for n in header.get("kd") or []:
+                peer.kept_in.pop(n, None)
 
     def _tensor(self, key: Any) -> Any:
         if type(key) is dict:
