@@ -244,6 +244,17 @@ TAMPERING = {
     "guard name": "del globals()['_g0123456789ab']",
     "guard module": "sys.modules['gptcore_guard']",
     "frames": "e.__traceback__.tb_frame.f_back.f_globals['checks'] = fake",
+    # A check's training loop runs in the kernel (report.drives): replacing it there, under
+    # any name the module is imported as, is flagged.
+    "a check's loop, by alias": (
+        "import gptcore.course.checks.training.schedule as s\n"
+        "s._curve = lambda f, steps, kw: [0.0 for _ in steps]"
+    ),
+    "a check's loop, from its package": "checks.bigram._train = fake",
+    "a check's loop, by setattr": (
+        "from gptcore.course.checks.training import schedule\nsetattr(schedule, '_curve', fake)"
+    ),
+    "a check's loop, augmented": "from gptcore.course import checks as c\nc.report.WATCHING += [x]",
 }
 
 

@@ -104,7 +104,41 @@ def suspicious_code(submission: dict[str, Any], source: dict[str, Any]) -> list[
                 line = code[: m.start()].count("\n")
                 snippet = code.splitlines()[line].strip()
                 found.append(f"cell {i} {what}: `{cut(snippet, 80)}`")
+        found += [f"cell {i} {f}" for f in _assigns_into_gptcore(_python(src), bound)]
         found += [f"cell {i} {f}" for f in delegation_flags(_python(src), exercises, bound)]
+    return list(dict.fromkeys(found))
+
+
+def _assigns_into_gptcore(src: str, bound: set[str]) -> list[str]:
+    """Assignments (``=``, ``+=``, ``del``, ``setattr``, ``delattr``) into an attribute or
+    item of a name the notebook's imports bind to gptcore (``checks``, a module imported
+    under another name): a check's helper replaced, say the training loop a check runs in
+    the kernel (``checks.report.drives``). The regular expressions above see only the
+    names ``checks`` and ``gptcore`` themselves."""
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    roots = bound | {"checks", "gptcore"}
+    found = []
+    for node in ast.walk(tree):
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign | ast.Delete):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in ("setattr", "delattr") and node.args
+        ):  # fmt: skip
+            targets = [ast.Attribute(value=node.args[0], attr="", ctx=ast.Store())]
+        for t in targets:
+            base = t
+            while isinstance(base, ast.Attribute | ast.Subscript):
+                base = base.value
+            if base is not t and isinstance(base, ast.Name) and base.id in roots:
+                line = src.splitlines()[node.lineno - 1].strip() if hasattr(node, "lineno") else ""
+                found.append(f"replaces a gptcore check or helper: `{cut(line, 80)}`")
     return found
 
 
